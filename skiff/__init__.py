@@ -1,0 +1,3 @@
+"""skiff: a container engine (daemon, CLI, OCI runtime, registry)."""
+
+__version__ = "0.1.0"

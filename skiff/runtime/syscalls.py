@@ -1,0 +1,178 @@
+"""The ctypes seam: every system call the runtime makes that the os module does not offer.
+
+Everything else in the runtime calls these functions rather than ctypes, so that a unit test can
+swap in :class:`FakeSyscalls` (see ``tests/unit``) and so that errors come back as ``OSError``
+with the right errno, ready to be translated by the caller that knows the object involved.
+
+libc is loaded on first use: ``skiff-runtime state`` never pays for it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Any
+
+# clone(2)/unshare(2) namespace flags.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+
+# mount(2) flags.
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
+MS_REMOUNT = 0x20
+MS_MANDLOCK = 0x40
+MS_DIRSYNC = 0x80
+MS_NOSYMFOLLOW = 0x100
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_SILENT = 0x8000
+MS_UNBINDABLE = 0x20000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MS_SHARED = 0x100000
+MS_RELATIME = 0x200000
+MS_STRICTATIME = 0x1000000
+MS_LAZYTIME = 0x2000000
+
+MNT_FORCE = 0x1
+MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+
+# prctl(2) options.
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_SET_CHILD_SUBREAPER = 36
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# x86_64 syscall numbers for calls glibc does not wrap (or wraps awkwardly).
+SYS_CAPGET = 125
+SYS_CAPSET = 126
+SYS_PIVOT_ROOT = 155
+SYS_SECCOMP = 317
+SYS_PIDFD_OPEN = 434
+SYS_OPENAT2 = 437
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+_libc: Any = None
+
+
+def libc() -> Any:
+    """The process's libc, loaded once, with errno captured for every call."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.syscall.restype = ctypes.c_long
+    return _libc
+
+
+def _check(ret: int, what: str, path: str | None = None) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+    return ret
+
+
+def _b(s: str | bytes | None) -> bytes | None:
+    if s is None:
+        return None
+    return s if isinstance(s, bytes) else s.encode()
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    _check(libc().mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)),
+           "mount", target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(libc().umount2(_b(target), flags), "umount2", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(libc().syscall(SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root", new_root)
+
+
+def unshare(flags: int) -> None:
+    _check(libc().unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(libc().setns(fd, nstype), "setns")
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    _check(libc().setdomainname(raw, len(raw)), "setdomainname")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(
+        libc().prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(arg4),
+                     ctypes.c_ulong(arg5)),
+        "prctl",
+    )
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def capget(pid: int = 0) -> tuple[int, int, int]:
+    """(effective, permitted, inheritable) as 64-bit masks."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
+    data = (_CapData * 2)()
+    _check(libc().syscall(SYS_CAPGET, ctypes.byref(hdr), data), "capget")
+    return (
+        data[0].effective | (data[1].effective << 32),
+        data[0].permitted | (data[1].permitted << 32),
+        data[0].inheritable | (data[1].inheritable << 32),
+    )
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    m = 0xFFFFFFFF
+    data[0].effective, data[1].effective = effective & m, (effective >> 32) & m
+    data[0].permitted, data[1].permitted = permitted & m, (permitted >> 32) & m
+    data[0].inheritable, data[1].inheritable = inheritable & m, (inheritable >> 32) & m
+    _check(libc().syscall(SYS_CAPSET, ctypes.byref(hdr), data), "capset")
+
+
+def pidfd_open(pid: int) -> int:
+    return _check(libc().syscall(SYS_PIDFD_OPEN, pid, 0), "pidfd_open")
+
+
+def set_child_subreaper() -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_pdeathsig(sig: int) -> None:
+    prctl(PR_SET_PDEATHSIG, sig)
