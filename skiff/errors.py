@@ -8,6 +8,9 @@ table; the CLIs map them to exit codes.
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class SkiffError(Exception):
     """Base of every error skiff raises on purpose."""
@@ -50,9 +53,6 @@ def os_error(op: str, target: str, exc: OSError) -> SystemFailure:
     ``os_error("mount proc", "/run/x/rootfs/proc", exc)`` gives
     ``mount proc on /run/x/rootfs/proc: EINVAL (Invalid argument)``.
     """
-    import errno
-    import os
-
     code = exc.errno or 0
     name = errno.errorcode.get(code, str(code))
     return SystemFailure(f"{op} {target}: {name} ({os.strerror(code)})")

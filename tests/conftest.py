@@ -54,6 +54,7 @@ def make_bundle(tmp_path: Path, busybox_rootfs: Path) -> Callable[..., Path]:
         bundle.mkdir()
         shutil.copytree(busybox_rootfs, bundle / "rootfs", symlinks=True)
         spec = default_spec(args or ["true"], terminal=terminal)
+        spec["root"]["readonly"] = False  # tests that want a read-only root say so
         spec.update(overrides)
         busybox.save_config(bundle, spec)
         return bundle

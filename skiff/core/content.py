@@ -94,8 +94,14 @@ class Descriptor:
         if plat is not None and not isinstance(plat, dict):
             raise InvalidArgument(f"{where}: platform is not an object")
         urls = obj.get("urls") or []
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise InvalidArgument(f"{where}: urls is not a list of strings")
         at = obj.get("artifactType")
-        return cls(mt, Digest.parse(dg), size, dict(ann), plat, tuple(urls),
+        try:
+            digest = Digest.parse(dg)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{where}: {exc}") from exc
+        return cls(mt, digest, size, dict(ann), plat, tuple(urls),
                    at if isinstance(at, str) else None)
 
 
@@ -103,6 +109,9 @@ class Descriptor:
 class BlobInfo:
     digest: Digest
     size: int
+    # When the blob became visible (seconds since the epoch), if the store knows; garbage
+    # collection spares blobs committed after it began, which a racing pull may still need.
+    committed: float | None = None
 
 
 class Writer(Protocol):
@@ -120,6 +129,10 @@ class Writer(Protocol):
     def commit(self, expected: Digest, size: int | None = None) -> BlobInfo: ...
 
     def abort(self) -> None: ...
+
+    def close(self) -> None:
+        """Release the writer, keeping what was written so a writer with the same ref resumes."""
+        ...
 
 
 class ContentStore(Protocol):

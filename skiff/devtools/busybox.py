@@ -27,9 +27,8 @@ GROUP = "root:x:0:\ndaemon:x:1:\ntty:x:5:\nusers:x:100:\napp:x:1000:\nnogroup:x:
 
 def find_busybox() -> str:
     for cand in BUSYBOX_CANDIDATES:
-        if os.path.exists(cand):
-            if _is_static(cand):
-                return cand
+        if os.path.exists(cand) and _is_static(cand):
+            return cand
     raise FileNotFoundError(
         "no static busybox found (install Debian's busybox-static: apt-get install busybox-static)"
     )

@@ -176,3 +176,49 @@ def set_child_subreaper() -> None:
 
 def set_pdeathsig(sig: int) -> None:
     prctl(PR_SET_PDEATHSIG, sig)
+
+
+# openat2(2) resolve flags.
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2): open ``path`` relative to ``dirfd`` under the ``resolve`` restrictions.
+
+    With RESOLVE_IN_ROOT every symlink and ``..`` is resolved as if ``dirfd`` were ``/``, which
+    is how the runtime opens mount targets inside a container's rootfs without escaping it.
+    """
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    return _check(libc().syscall(SYS_OPENAT2, dirfd, _b(path), ctypes.byref(how),
+                                 ctypes.sizeof(how)), "openat2", path)
+
+
+def personality(persona: int) -> int:
+    return _check(libc().personality(ctypes.c_ulong(persona)), "personality")
+
+
+SYS_MOUNT_SETATTR = 442
+AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(path: str, attr_set: int, attr_clr: int, recursive: bool = True) -> None:
+    """mount_setattr(2) on ``path`` (and, with ``recursive``, every mount below it)."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    flags = AT_RECURSIVE if recursive else 0
+    _check(libc().syscall(SYS_MOUNT_SETATTR, -100, _b(path), flags, ctypes.byref(attr),
+                          ctypes.sizeof(attr)), "mount_setattr", path)

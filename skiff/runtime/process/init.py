@@ -1,0 +1,329 @@
+"""The child side of the staged setup: stage 1 (namespaces) and stage 2 (the container's process).
+
+    runtime (parent) --fork--> stage1: wait "go" (it is in the cgroup now), setns into the
+                               namespaces to join, unshare the new ones, let the parent write the
+                               id maps of a new user namespace, fork stage 2, report its pid, exit.
+    stage1 --fork--> stage2:   pid 1 of a new pid namespace. For `create`: set up the rootfs,
+                               pivot_root, report "ready", block on the exec fifo until `start`,
+                               then drop privileges and execve. For `exec`: it already sits in
+                               the container's namespaces; prepare the process and execve.
+
+Both stages end in os._exit: an exception must never unwind into the parent's code, which this
+forked copy of the interpreter still holds on its stack.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from skiff.errors import InvalidArgument, SkiffError, os_error
+from skiff.runtime import namespaces, rootfs
+from skiff.runtime import syscalls as sc
+from skiff.runtime.process.channel import Channel
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+O_PATH = getattr(os, "O_PATH", 0o10000000)
+
+
+@dataclass
+class Launch:
+    """Everything the child stages need, decided by the parent before fork."""
+
+    spec: dict[str, Any]
+    process: dict[str, Any]
+    bundle: str
+    rootfs: str
+    ns_flags: int
+    ns_join: list[tuple[str, str]]
+    cgroup_mode: str
+    cgroup_path: str
+    is_exec: bool = False
+    fifo_fd: int | None = None  # O_PATH fd of exec.fifo, opened by the parent
+    console: socket.socket | None = None
+    no_pivot: bool = False
+    preserve_fds: int = 0
+    userns: bool = False
+    hook_state: dict[str, Any] | None = None
+
+
+def preload(launch: Launch) -> None:
+    """Import, in the parent, every module the child stages will need.
+
+    After pivot_root (or setns into the container's mount namespace) the host's filesystem,
+    and with it skiff's source, is out of reach: a lazy import there would fail.
+    """
+    from skiff.runtime import capabilities  # noqa: F401
+
+    linux = launch.spec.get("linux") or {}
+    if linux.get("seccomp"):
+        from skiff.runtime import seccomp  # noqa: F401
+    if launch.spec.get("hooks"):
+        from skiff.runtime import hooks  # noqa: F401
+    if launch.process.get("terminal"):
+        from skiff.runtime import terminal  # noqa: F401
+    if launch.process.get("rlimits"):
+        from skiff.runtime.process import limits  # noqa: F401
+    if os.environ.get("SKIFF_RUNTIME_DEBUG"):
+        import traceback  # noqa: F401
+
+
+def stage1(launch: Launch, ch: Channel) -> NoReturn:
+    code = 1
+    try:
+        ch.recv("go")
+        namespaces.join(launch.ns_join)
+        if launch.ns_flags:
+            try:
+                sc.unshare(launch.ns_flags)
+            except OSError as exc:
+                raise os_error("unshare namespaces", hex(launch.ns_flags), exc) from exc
+        if launch.ns_flags & sc.CLONE_NEWUSER:
+            ch.send("userns")
+            ch.recv("mapped")
+        if launch.userns:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        pid = os.fork()
+        if pid == 0:
+            stage2(launch, ch)
+        ch.send("pid", pid=pid)
+        code = 0
+    except BaseException as exc:
+        _report(ch, exc)
+    finally:
+        os._exit(code)
+
+
+def stage2(launch: Launch, ch: Channel) -> NoReturn:
+    code = 1
+    try:
+        try:
+            os.setsid()
+            if launch.is_exec:
+                path, env = _prepare_exec(launch)
+            else:
+                path, env = _prepare_init(launch, ch)
+            ch.send("ready")
+            ch.close()
+        except BaseException as exc:
+            _report(ch, exc)
+            os._exit(1)
+        try:
+            if launch.fifo_fd is not None:
+                _wait_for_start(launch)
+            _finalize_and_exec(launch, path, env)
+        except BaseException as exc:
+            # Past "ready" nobody listens on the channel: the container's stderr is the place.
+            code = 127 if isinstance(exc, FileNotFoundError) else 1
+            _print_error(exc)
+    finally:
+        os._exit(code)
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, SkiffError) else f"{type(exc).__name__}: {exc}"
+
+
+def _print_error(exc: BaseException) -> None:
+    try:
+        if os.environ.get("SKIFF_RUNTIME_DEBUG"):
+            import traceback
+
+            traceback.print_exception(exc)
+        os.write(2, f"skiff-runtime: {_message(exc)}\n".encode())
+    except BaseException:
+        pass
+
+
+def _report(ch: Channel, exc: BaseException) -> None:
+    try:
+        ch.send("error", message=_message(exc))
+    except BaseException:
+        _print_error(exc)
+        return
+    if os.environ.get("SKIFF_RUNTIME_DEBUG"):
+        _print_error(exc)
+
+
+def _prepare_init(launch: Launch, ch: Channel) -> tuple[str, list[str]]:
+    spec = launch.spec
+    linux: dict[str, Any] = spec.get("linux") or {}
+    mounts: list[dict[str, Any]] = spec.get("mounts") or []
+    cgroupns = bool(launch.ns_flags & sc.CLONE_NEWCGROUP)
+
+    rootfs.make_private_root(linux.get("rootfsPropagation"))
+    rootfs.bind_root(launch.rootfs)
+    rfs = rootfs.Rootfs(launch.rootfs, userns=launch.userns)
+    try:
+        rootfs.mount_all(rfs, mounts, launch.bundle, launch.cgroup_mode, launch.cgroup_path,
+                         cgroupns)
+        if spec.get("hooks"):
+            ch.send("hooks")
+            launch.hook_state = ch.recv("hooks-done")["state"]
+            from skiff.runtime import hooks
+
+            hooks.run(spec, "createContainer", launch.hook_state)
+        if rootfs.dev_is_mounted(mounts):
+            rootfs.setup_dev(rfs, linux.get("devices") or [])
+        elif linux.get("devices"):
+            rootfs.setup_dev(rfs, linux["devices"])
+        cwd = launch.process.get("cwd") or "/"
+        os.close(rfs.ensure(cwd))
+    finally:
+        rfs.close()
+
+    rootfs.pivot(launch.rootfs, launch.no_pivot)
+
+    if linux.get("sysctl"):
+        rootfs.write_sysctls(linux["sysctl"])
+    if spec.get("hostname") is not None and launch.ns_flags & sc.CLONE_NEWUTS:
+        try:
+            socket.sethostname(spec["hostname"])
+        except OSError as exc:
+            raise os_error("sethostname", spec["hostname"], exc) from exc
+    if spec.get("domainname") is not None and launch.ns_flags & sc.CLONE_NEWUTS:
+        try:
+            sc.setdomainname(spec["domainname"])
+        except OSError as exc:
+            raise os_error("setdomainname", spec["domainname"], exc) from exc
+    if launch.process.get("terminal"):
+        _setup_console(launch, console_dev=True)
+    rootfs.mask_paths(linux.get("maskedPaths") or [])
+    rootfs.readonly_paths(linux.get("readonlyPaths") or [])
+    if (spec.get("root") or {}).get("readonly"):
+        rootfs.readonly_root()
+    rootfs.root_propagation(linux.get("rootfsPropagation"))
+    return _prepare_process(launch)
+
+
+def _prepare_exec(launch: Launch) -> tuple[str, list[str]]:
+    if launch.process.get("terminal"):
+        _setup_console(launch, console_dev=False)
+    return _prepare_process(launch)
+
+
+def _setup_console(launch: Launch, console_dev: bool) -> None:
+    from skiff.runtime import terminal
+
+    if launch.console is None:
+        raise InvalidArgument("process.terminal: a terminal needs a console socket")
+    master, slave, path = terminal.open_pty()
+    if console_dev and os.path.isdir("/dev"):
+        try:
+            if not os.path.exists("/dev/console"):
+                os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            sc.mount(path, "/dev/console", "bind", sc.MS_BIND, None)
+        except OSError as exc:
+            raise os_error("bind pty onto", "/dev/console", exc) from exc
+    terminal.send_master(launch.console, master)
+    os.close(master)
+    launch.console.close()
+    launch.console = None
+    terminal.make_controlling(slave)
+    os.close(slave)
+
+
+def _prepare_process(launch: Launch) -> tuple[str, list[str]]:
+    proc = launch.process
+    env = list(proc.get("env") or [])
+    cwd = proc.get("cwd") or "/"
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise os_error("chdir to cwd", cwd, exc) from exc
+    if proc.get("rlimits"):
+        from skiff.runtime.process.limits import apply_rlimits
+
+        apply_rlimits(proc["rlimits"])
+    pers = (launch.spec.get("linux") or {}).get("personality")
+    if pers:
+        sc.personality(0x0008 if pers.get("domain") == "LINUX32" else 0)
+    return lookup(proc["args"][0], env), env
+
+
+def lookup(name: str, env: list[str]) -> str:
+    """Find the executable as execvp would, with the container's PATH.
+
+    The message matches runc's, which Docker turns into exit status 127.
+    """
+    if "/" in name:
+        if not os.path.exists(name):
+            raise InvalidArgument(f'exec: "{name}": stat {name}: no such file or directory')
+        if os.path.isdir(name) or not os.access(name, os.X_OK):
+            raise InvalidArgument(f'exec: "{name}": permission denied')
+        return name
+    path = DEFAULT_PATH
+    for item in env:
+        if item.startswith("PATH="):
+            path = item[5:]
+    for d in path.split(":"):
+        cand = os.path.join(d or ".", name)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise InvalidArgument(f'exec: "{name}": executable file not found in $PATH')
+
+
+def _wait_for_start(launch: Launch) -> None:
+    fifo_fd = launch.fifo_fd
+    assert fifo_fd is not None
+    # Opening the write side blocks until `skiff-runtime start` opens the read side.
+    wfd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(wfd, b"0")
+    os.close(wfd)
+    os.close(fifo_fd)
+    state = launch.hook_state
+    if state is not None and launch.spec.get("hooks", {}).get("startContainer"):
+        from skiff.runtime import hooks
+
+        state["status"] = "running"
+        hooks.run(launch.spec, "startContainer", state)
+
+
+def _finalize_and_exec(launch: Launch, path: str, env: list[str]) -> NoReturn:
+    from skiff.runtime import capabilities
+
+    proc = launch.process
+    caps = proc.get("capabilities")
+    nnp = bool(proc.get("noNewPrivileges"))
+    seccomp_spec = (launch.spec.get("linux") or {}).get("seccomp")
+    filt = None
+    if seccomp_spec:
+        from skiff.runtime import seccomp
+
+        filt = seccomp.compile(seccomp_spec)
+        if not nnp:
+            # Without no_new_privs the filter needs CAP_SYS_ADMIN to load: do it while we still
+            # have it. The filter then also covers setuid/capset below, which every profile allows.
+            seccomp.load(filt)
+    user = proc.get("user") or {}
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    capabilities.drop_bounding(caps)
+    sc.prctl(sc.PR_SET_KEEPCAPS, 1)
+    try:
+        os.setgroups(list(user.get("additionalGids") or []))
+    except PermissionError:
+        if not launch.userns:
+            raise
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    sc.prctl(sc.PR_SET_KEEPCAPS, 0)
+    capabilities.apply(caps)
+    if nnp:
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    if "umask" in user:
+        os.umask(user["umask"])
+    for fd in range(3, 3 + launch.preserve_fds):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    if filt is not None and nnp:
+        from skiff.runtime import seccomp
+
+        seccomp.load(filt)
+    sys.stdout.flush()
+    os.execve(path, proc["args"], dict(e.partition("=")[::2] for e in env))
