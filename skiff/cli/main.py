@@ -1,2 +1,17 @@
-def main() -> int:
-    return 0
+"""The `skiff` command. The daemon it talks to (skiffd) is not built yet: say so plainly."""
+
+from __future__ import annotations
+
+import sys
+
+from skiff import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["--version"], ["-v"], ["version"]):
+        print(f"skiff version {__version__}")
+        return 0
+    sys.stderr.write("skiff: the client/daemon part is not built yet (see README.md); "
+                     "use skiff-runtime to run containers\n")
+    return 125

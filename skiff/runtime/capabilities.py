@@ -16,12 +16,21 @@ setuid rules already emptied the effective set, and execve empties the rest).
 from __future__ import annotations
 
 import json
-import logging
 
 from skiff.errors import InvalidArgument, SystemFailure, os_error
 from skiff.runtime import syscalls
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+# Where warnings go. Not stderr: in the container's init, stderr is the container's own.
+# The CLI points this at its --log file.
+def _drop(_msg: str) -> None:
+    pass
+
+
+on_warning: Callable[[str], None] = _drop
 
 # capability(7) numbers; the kernel never renumbers them. Names above last_cap() of the running
 # kernel are valid in a spec but cannot be granted here (mask() leaves them out).
@@ -104,7 +113,7 @@ def validate(caps: object, where: str = "process.capabilities") -> None:
     for key, names in caps.items():
         w = f"{where}.{key}"
         if key not in SETS:
-            raise InvalidArgument(f"{where}: unknown capability set {json.dumps(key)} "
+            raise InvalidArgument(f"{where}: unknown capability set {_json(key)} "
                                   f"(known: {', '.join(SETS)})")
         if names is None:
             continue
@@ -113,9 +122,16 @@ def validate(caps: object, where: str = "process.capabilities") -> None:
                                   f"got {type(names).__name__}")
         for i, name in enumerate(names):
             if not isinstance(name, str):
-                raise InvalidArgument(f"{w}[{i}]: must be a string, got {json.dumps(name)}")
+                raise InvalidArgument(f"{w}[{i}]: must be a string, got {_json(name)}")
             if name not in CAPABILITIES:
                 raise InvalidArgument(f"{w}: unknown capability {json.dumps(name)}")
+
+
+def _json(v: object) -> str:
+    try:
+        return json.dumps(v)
+    except (TypeError, ValueError):
+        return repr(v)
 
 
 def mask(names: list[str]) -> int:
@@ -135,7 +151,7 @@ def mask(names: list[str]) -> int:
             continue
         bits |= 1 << num
     if skipped:
-        log.warning("ignoring capabilities this kernel lacks: %s", ", ".join(skipped))
+        on_warning(f"ignoring capabilities this kernel lacks: {', '.join(skipped)}")
     return bits
 
 
@@ -185,8 +201,8 @@ def apply(caps: dict[str, list[str]] | None) -> None:
     inheritable = mask(_set(caps, "inheritable"))
     missing = (effective | permitted) & ~held | inheritable & ~(held | held_inh)
     if missing:
-        log.warning("the runtime lacks these capabilities, so the container will too: %s",
-                    ", ".join(_name(n) for n in range(64) if missing & (1 << n)))
+        names = ", ".join(_name(n) for n in range(64) if missing & (1 << n))
+        on_warning(f"the runtime lacks these capabilities, so the container will too: {names}")
         effective &= held
         permitted &= held
         inheritable &= held | held_inh
@@ -207,8 +223,8 @@ def apply(caps: dict[str, list[str]] | None) -> None:
         try:
             syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, num)
         except OSError as exc:
-            log.warning("cannot raise ambient capability %s: %s (it must also be permitted "
-                        "and inheritable)", name, exc.strerror)
+            on_warning(f"cannot raise ambient capability {name}: {exc.strerror} (it must also "
+                       "be permitted and inheritable)")
 
 
 def _name(num: int) -> str:

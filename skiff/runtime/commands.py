@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Any
 
 from skiff.errors import Conflict, InvalidArgument, NotFound
 from skiff.runtime.process import launcher
 from skiff.runtime.state import PAUSED, RUNNING, STOPPED, status
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
+    from typing import Any
+
     from skiff.runtime.cli import Runtime
 
 
@@ -76,6 +77,8 @@ def cmd_run(rt: Runtime, opts: dict[str, Any], args: list[str]) -> int:
                               "--console-socket")
     ours: socket.socket | None = None
     if _needs_local_tty(spec_terminal, opts):
+        import socket
+
         ours, copts.console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     if not opts["detach"]:
         # Our container's init becomes our child when stage 1 exits, so we can wait for it.
@@ -85,6 +88,10 @@ def cmd_run(rt: Runtime, opts: dict[str, Any], args: list[str]) -> int:
     finally:
         if copts.console is not None:
             copts.console.close()
+    if not opts["detach"]:
+        # Relay signals from now on: one that arrives while we start the container must reach
+        # it, not kill us and leave it running unattended.
+        launcher.forward_signals(st.pid, skip=(signal.SIGWINCH,) if ours else ())
     try:
         launcher.start(rt.store, cid, rt.warn)
     except BaseException:
@@ -99,7 +106,6 @@ def cmd_run(rt: Runtime, opts: dict[str, Any], args: list[str]) -> int:
 
 
 def _wait_foreground(pid: int, console: socket.socket | None) -> int:
-    launcher.forward_signals(pid, skip=(signal.SIGWINCH,) if console else ())
     if console is None:
         return launcher.wait_exit(pid)
     from skiff.runtime import terminal
@@ -233,6 +239,8 @@ def cmd_exec(rt: Runtime, opts: dict[str, Any], args: list[str]) -> int:
     if proc.get("terminal") and not opts["console_socket"]:
         if opts["detach"]:
             raise InvalidArgument("exec -t -d needs --console-socket")
+        import socket
+
         ours, console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     if not opts["detach"]:
         sc.set_child_subreaper()
@@ -241,6 +249,7 @@ def cmd_exec(rt: Runtime, opts: dict[str, Any], args: list[str]) -> int:
                                 console=console, preserve_fds=_preserve(opts))
     if opts["detach"]:
         return 0
+    launcher.forward_signals(pid, skip=(signal.SIGWINCH,) if ours else ())
     return _wait_foreground(pid, ours)
 
 
@@ -254,6 +263,8 @@ def cmd_ps(rt: Runtime, opts: dict[str, Any], args: list[str]) -> int:
     if fmt != "table":
         raise InvalidArgument(f"--format: want table or json, got {fmt!r}")
     ps_args = args[1:] or ["-ef"]
+    import subprocess
+
     out = subprocess.run(["ps", *ps_args], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise InvalidArgument(f"ps {' '.join(ps_args)}: {out.stderr.strip()}")

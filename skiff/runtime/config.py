@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
 
 from skiff.errors import InvalidArgument, NotFound
 
-Spec = dict[str, Any]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    Spec = dict[str, Any]
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 HOOK_POINTS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",

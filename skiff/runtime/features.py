@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from skiff.runtime.config import HOOK_POINTS, NAMESPACE_TYPES
 from skiff.runtime.mounts import ALL_OPTIONS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SECCOMP_ACTIONS = ("SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
                    "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP")

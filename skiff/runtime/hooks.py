@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any
 
 from skiff.errors import SystemFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def run(spec: dict[str, Any], point: str, state: dict[str, Any]) -> None:

@@ -5,10 +5,9 @@ Pure parsing lives here (unit-tested without root); performing mounts is in root
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from skiff.errors import InvalidArgument
 from skiff.runtime import syscalls as sc
+from skiff.runtime.records import field, record
 
 # option -> (clear?, flag). "clear" options turn a flag off (rw, suid, dev, exec, ...).
 _FLAGS: dict[str, tuple[bool, int]] = {
@@ -68,7 +67,7 @@ UNSUPPORTED = ("idmap", "ridmap")
 ALL_OPTIONS = tuple(_FLAGS) + tuple(PROPAGATION) + RECURSIVE + EXTENSIONS
 
 
-@dataclass
+@record
 class MountOptions:
     flags: int = 0
     propagation: list[int] = field(default_factory=list)

@@ -11,11 +11,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Any
 
 from skiff.errors import InvalidArgument, SystemFailure, os_error
 from skiff.runtime import syscalls as sc
 from skiff.runtime.mounts import PROPAGATION, mount_type, parse_options, recursive_attrs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 O_PATH = getattr(os, "O_PATH", 0o10000000)
 _IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
@@ -127,8 +131,12 @@ def bind_root(rootfs: str) -> None:
 
 
 def mount_all(rfs: Rootfs, mounts: list[dict[str, Any]], bundle: str,
-              cgroup_mode: str, cgroup_path: str, cgroupns: bool) -> None:
+              cgroup_mode: str, cgroup_path: str, cgroupns: bool,
+              before_cgroup: Callable[[], None] | None = None) -> None:
+    """Perform the spec's mounts in order; ``before_cgroup`` runs before a cgroupfs mount."""
     for i, m in enumerate(mounts):
+        if before_cgroup is not None and mount_type(m) in ("cgroup", "cgroup2"):
+            before_cgroup()
         try:
             _mount_one(rfs, m, bundle, cgroup_mode, cgroup_path, cgroupns)
         except OSError as exc:

@@ -6,7 +6,8 @@ calls Docker's current profile allows, such as ``fchmodat2`` and ``mseal``, and 
 and the expensive part (:func:`compile`) can run before the container init forks, leaving
 :func:`load` a single seccomp(2) call.
 
-Semantics follow runc + libseccomp, which is what OCI configs in the wild are written for:
+Semantics follow runc + libseccomp, which is what OCI configs in the wild are written for
+(tests/unit/test_seccomp_libseccomp.py compares decisions with libseccomp's own programs):
 
 - the native architecture is always in the filter; listed ones add to it. Only the x86 family
   (X86_64, X86, X32) can occur on an x86_64 kernel, so other listed architectures add nothing;
@@ -21,6 +22,11 @@ Semantics follow runc + libseccomp, which is what OCI configs in the wild are wr
   profiles never depend on either);
 - conditions in one rule are ANDed, unless one argument index appears twice: then, as runc
   does, each condition becomes a rule of its own (ORed);
+- on i386 a rule without conditions for a socket or SysV IPC call also matches that call
+  made through socketcall(2)/ipc(2) (libseccomp does it for rules with conditions too,
+  dropping the conditions; skiff does not, as that would allow more than the rule says);
+- a masked comparison that holds for every value (mask 0, or a zero low word on 32-bit ABIs)
+  is dropped, so its rule counts as unconditional, as in libseccomp;
 - ERRNO and TRACE without ``errnoRet`` return EPERM;
 - arguments compare as 64-bit unsigned values on X86_64 and as their low 32 bits on X86 and
   X32 (libseccomp's rule for 32-bit ABIs);

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # clone(2)/unshare(2) namespace flags.
 CLONE_NEWNS = 0x00020000
@@ -120,6 +123,11 @@ def unshare(flags: int) -> None:
 
 def setns(fd: int, nstype: int = 0) -> None:
     _check(libc().setns(fd, nstype), "setns")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(libc().sethostname(raw, len(raw)), "sethostname")
 
 
 def setdomainname(name: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Literal
 
 from skiff.errors import os_error
 from skiff.runtime import syscalls
@@ -13,7 +12,11 @@ CGROUP2_SUPER_MAGIC = 0x63677270
 CGROUP_SUPER_MAGIC = 0x0027E0EB
 TMPFS_MAGIC = 0x01021994
 
-Mode = Literal["v1", "hybrid", "v2"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Mode = Literal["v1", "hybrid", "v2"]
 
 
 class _Statfs(ctypes.Structure):

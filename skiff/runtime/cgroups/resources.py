@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from skiff.errors import InvalidArgument, Unavailable
+from skiff.runtime.records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PREFIX = "linux.resources"
 INT64_MAX = 2**63 - 1
@@ -28,7 +31,7 @@ _RESERVED_UNIFIED = frozenset({
 })
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DeviceRule:
     allow: bool
     type: str          # "a", "c" or "b"
@@ -55,7 +58,7 @@ class DeviceRule:
         return [f"{t} {major}:{minor} {self.access}" for t in types]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Memory:
     limit: int | None = None
     reservation: int | None = None
@@ -68,7 +71,7 @@ class Memory:
     check_before_update: bool | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Cpu:
     shares: int | None = None
     quota: int | None = None
@@ -81,7 +84,7 @@ class Cpu:
     idle: int | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class WeightDevice:
     major: int
     minor: int
@@ -89,14 +92,14 @@ class WeightDevice:
     leaf_weight: int | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Throttle:
     major: int
     minor: int
     rate: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BlockIO:
     weight: int | None = None
     leaf_weight: int | None = None
@@ -107,19 +110,19 @@ class BlockIO:
     write_iops: tuple[Throttle, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HugepageLimit:
     page_size: str     # as the kernel names it in file names: "2MB", "1GB", "64KB"
     limit: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Network:
     class_id: int | None = None
     priorities: tuple[tuple[str, int], ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Resources:
     memory: Memory | None = None
     cpu: Cpu | None = None

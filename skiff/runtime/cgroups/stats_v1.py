@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from . import fs
 from .stats import blkio_entries, cpu_list, empty_stats, memory_entry
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 NS_PER_SEC = 1_000_000_000
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from . import fs
 from .stats import cpu_list, empty_stats, memory_entry
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 NS_PER_USEC = 1000
 

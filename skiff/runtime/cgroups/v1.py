@@ -6,13 +6,16 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from skiff.errors import InvalidArgument, SystemFailure, Unavailable, os_error
 
 from . import fs
 from .resources import PREFIX, BlockIO, Cpu, Memory, Network, Resources, parse_resources
 from .stats_v1 import collect_v1
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # What the name=systemd hierarchy is called in paths(), as runc records it in state.json.
 SYSTEMD = "name=systemd"

@@ -6,13 +6,16 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from skiff.errors import InvalidArgument, SystemFailure, Unavailable, os_error
 
 from . import bpf, convert, fs
 from .resources import PREFIX, BlockIO, Cpu, Memory, parse_resources
 from .stats_v2 import collect_v2
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class V2Manager:

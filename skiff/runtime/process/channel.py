@@ -15,11 +15,14 @@ free and a dead peer shows up as EOF rather than a hang. Every message has a ``t
 
 from __future__ import annotations
 
+import _socket  # the C module: socket.py would cost ~2 ms of imports at every container start
 import json
-import socket
-from typing import Any
 
 from skiff.errors import SkiffError, SystemFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _MAX = 65536
 
@@ -29,12 +32,12 @@ class ChildError(SkiffError):
 
 
 class Channel:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
 
     @classmethod
     def pair(cls) -> tuple[Channel, Channel]:
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         return cls(a), cls(b)
 
     def send(self, msg_type: str, **fields: Any) -> None:

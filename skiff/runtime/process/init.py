@@ -15,21 +15,24 @@ forked copy of the interpreter still holds on its stack.
 from __future__ import annotations
 
 import os
-import socket
 import sys
-from dataclasses import dataclass
-from typing import Any, NoReturn
 
 from skiff.errors import InvalidArgument, SkiffError, os_error
 from skiff.runtime import namespaces, rootfs
 from skiff.runtime import syscalls as sc
 from skiff.runtime.process.channel import Channel
+from skiff.runtime.records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from typing import Any, NoReturn
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 O_PATH = getattr(os, "O_PATH", 0o10000000)
 
 
-@dataclass
+@record
 class Launch:
     """Everything the child stages need, decided by the parent before fork."""
 
@@ -48,6 +51,8 @@ class Launch:
     preserve_fds: int = 0
     userns: bool = False
     hook_state: dict[str, Any] | None = None
+    cgroupns: bool = False  # create only: unshare the cgroup namespace once in the cgroup
+    in_cgroup: bool = False
 
 
 def preload(launch: Launch) -> None:
@@ -153,14 +158,14 @@ def _prepare_init(launch: Launch, ch: Channel) -> tuple[str, list[str]]:
     spec = launch.spec
     linux: dict[str, Any] = spec.get("linux") or {}
     mounts: list[dict[str, Any]] = spec.get("mounts") or []
-    cgroupns = bool(launch.ns_flags & sc.CLONE_NEWCGROUP)
 
     rootfs.make_private_root(linux.get("rootfsPropagation"))
     rootfs.bind_root(launch.rootfs)
     rfs = rootfs.Rootfs(launch.rootfs, userns=launch.userns)
     try:
         rootfs.mount_all(rfs, mounts, launch.bundle, launch.cgroup_mode, launch.cgroup_path,
-                         cgroupns)
+                         launch.cgroupns, before_cgroup=lambda: _enter_cgroup(launch, ch))
+        _enter_cgroup(launch, ch)
         if spec.get("hooks"):
             ch.send("hooks")
             launch.hook_state = ch.recv("hooks-done")["state"]
@@ -182,7 +187,7 @@ def _prepare_init(launch: Launch, ch: Channel) -> tuple[str, list[str]]:
         rootfs.write_sysctls(linux["sysctl"])
     if spec.get("hostname") is not None and launch.ns_flags & sc.CLONE_NEWUTS:
         try:
-            socket.sethostname(spec["hostname"])
+            sc.sethostname(spec["hostname"])
         except OSError as exc:
             raise os_error("sethostname", spec["hostname"], exc) from exc
     if spec.get("domainname") is not None and launch.ns_flags & sc.CLONE_NEWUTS:
@@ -198,6 +203,19 @@ def _prepare_init(launch: Launch, ch: Channel) -> tuple[str, list[str]]:
         rootfs.readonly_root()
     rootfs.root_propagation(linux.get("rootfsPropagation"))
     return _prepare_process(launch)
+
+
+def _enter_cgroup(launch: Launch, ch: Channel) -> None:
+    """Wait until the parent has moved us into the cgroup; then make the cgroup namespace."""
+    if launch.in_cgroup:
+        return
+    ch.recv("cgroup")
+    launch.in_cgroup = True
+    if launch.cgroupns:
+        try:
+            sc.unshare(sc.CLONE_NEWCGROUP)
+        except OSError as exc:
+            raise os_error("unshare cgroup namespace", "", exc) from exc
 
 
 def _prepare_exec(launch: Launch) -> tuple[str, list[str]]:

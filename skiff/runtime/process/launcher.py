@@ -9,18 +9,16 @@ from __future__ import annotations
 import os
 import select
 import signal
-import socket
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from skiff.errors import Conflict, InvalidArgument, SystemFailure, os_error
 from skiff.runtime import config as cfg
 from skiff.runtime import namespaces
 from skiff.runtime import syscalls as sc
-from skiff.runtime.cgroups import CgroupManager, cgroup_path_for, detect_mode, new_manager
+from skiff.runtime.cgroups import cgroup_path_for, detect_mode, new_manager
+from skiff.runtime.cgroups.paths import DEFAULT_PARENT
 from skiff.runtime.process.channel import Channel
 from skiff.runtime.process.init import O_PATH, Launch, preload, stage1
+from skiff.runtime.records import record
 from skiff.runtime.state import (
     CREATED,
     CREATING,
@@ -35,8 +33,16 @@ from skiff.runtime.state import (
     status,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable
+    from typing import Any
 
-@dataclass
+    from skiff.runtime.cgroups import CgroupManager
+
+
+@record
 class CreateOptions:
     pid_file: str | None = None
     console_socket: str | None = None
@@ -83,7 +89,13 @@ def _kill_and_reap(pid: int) -> None:
 
 def _spawn(launch: Launch, cg: CgroupManager, linux: dict[str, Any],
            oom_score_adj: int | None) -> tuple[int, Channel]:
-    """Fork stage 1, put it in the cgroup, walk it through namespace setup.
+    """Fork stage 1, walk it through namespace setup, put the process in the cgroup.
+
+    For a new container the init is moved into the cgroup while it already sets up its root
+    filesystem: on cgroup v1 the first migration of a process waits for an RCU grace period
+    (~10 ms here), and there is no reason for the mounts to wait for it too. The init waits
+    for our "cgroup" message before anything that needs it (the cgroup namespace, the
+    cgroupfs mount). An exec'd process has nothing to overlap, so stage 1 is moved first.
 
     Returns (host pid of the container process, channel to it). On error the children are gone.
     """
@@ -96,7 +108,8 @@ def _spawn(launch: Launch, cg: CgroupManager, linux: dict[str, Any],
     child_ch.close()
     init_pid = 0
     try:
-        cg.apply(pid1)
+        if launch.is_exec:
+            cg.apply(pid1)
         if oom_score_adj is not None:
             from skiff.runtime.process.limits import set_oom_score_adj
 
@@ -108,6 +121,9 @@ def _spawn(launch: Launch, cg: CgroupManager, linux: dict[str, Any],
             parent_ch.send("mapped")
         init_pid = int(parent_ch.recv("pid")["pid"])
         os.waitpid(pid1, 0)
+        if not launch.is_exec:
+            cg.apply(init_pid)
+            parent_ch.send("cgroup")
         return init_pid, parent_ch
     except BaseException:
         if init_pid:
@@ -153,15 +169,24 @@ def create(store: Store, cid: str, bundle: str, opts: CreateOptions) -> State:
         fifo_fd = os.open(fifo, O_PATH | os.O_CLOEXEC)
         mode = detect_mode()
         cg = new_manager(cgroup_path, mode=mode)
-        cg.create()
+        for attempt in range(3):
+            try:
+                cg.create()
+                break
+            except SystemFailure:
+                # A concurrent delete may have removed the shared parent under us; once more.
+                if attempt == 2:
+                    raise
         cg.set(effective_resources(linux))
         if terminal and console is None:
             from skiff.runtime.terminal import connect_console_socket
 
             assert opts.console_socket is not None
             console = connect_console_socket(opts.console_socket)
+        # The init unshares its cgroup namespace itself, once it is in the cgroup.
         launch = Launch(spec=spec, process=proc, bundle=bundle, rootfs=rootfs,
-                        ns_flags=ns_flags, ns_join=ns_join, cgroup_mode=mode,
+                        ns_flags=ns_flags & ~sc.CLONE_NEWCGROUP, ns_join=ns_join,
+                        cgroupns=bool(ns_flags & sc.CLONE_NEWCGROUP), cgroup_mode=mode,
                         cgroup_path=cgroup_path, fifo_fd=fifo_fd, console=console,
                         no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds, userns=userns)
         init_pid, ch = _spawn(launch, cg, linux, proc.get("oomScoreAdj"))
@@ -236,7 +261,26 @@ def _destroy_cgroup(cg: CgroupManager) -> None:
                 cg.kill_all(signal.SIGKILL)
             cg.destroy()
     except (OSError, SystemFailure):
-        pass
+        return
+    _remove_empty_parent(cg)
+
+
+def _remove_empty_parent(cg: CgroupManager) -> None:
+    """Remove our default parent cgroup (``/skiff``) once its last container is gone.
+
+    rmdir of a cgroup that still has children fails with EBUSY, so this never touches another
+    container; a create racing with it retries (see create()).
+    """
+    if os.path.dirname(cg.path) != DEFAULT_PARENT:
+        return
+    dirs = {os.path.dirname(d) for d in cg.paths().values()}
+    dirs.add(f"/sys/fs/cgroup/unified{DEFAULT_PARENT}")
+    for d in dirs:
+        if d.endswith(DEFAULT_PARENT):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
 
 
 def manager(st: State) -> CgroupManager:

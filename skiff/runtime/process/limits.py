@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import resource
-from typing import Any
 
 from skiff.errors import InvalidArgument, os_error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _EXTRA = {"RLIMIT_RTTIME": 15}
 

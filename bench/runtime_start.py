@@ -1,0 +1,73 @@
+"""Container start latency: `run` of a busybox `true` bundle, skiff-runtime vs runc.
+
+Prints the median of N runs for each runtime and the ratio (skiff / runc). Needs root.
+Usage: .venv/bin/python bench/runtime_start.py [-n 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from skiff.devtools.busybox import make_bundle
+
+
+def measure(cmd: list[str], bundle: Path, root: Path, n: int, warmup: int = 3) -> list[float]:
+    times = []
+    for i in range(n + warmup):
+        argv = [*cmd, "--root", str(root), "run", "--bundle", str(bundle), f"bench-{i}"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        dt = time.perf_counter() - t0
+        if proc.returncode != 0:
+            sys.exit(f"{cmd[0]} failed: {proc.stderr.decode()}")
+        if i >= warmup:
+            times.append(dt)
+    return times
+
+
+def machine() -> str:
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{platform.node()} {platform.release()} {os.cpu_count()} cpus {cpu}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("-n", type=int, default=30)
+    args = ap.parse_args()
+    runc = shutil.which("runc")
+    ours = str(Path(sys.executable).parent / "skiff-runtime")
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = make_bundle(Path(tmp) / "bundle", ["true"])
+        spec = json.loads((bundle / "config.json").read_text())
+        spec["process"]["capabilities"]["ambient"] = []
+        (bundle / "config.json").write_text(json.dumps(spec))
+        results = {"skiff-runtime": measure([ours], bundle, Path(tmp) / "s", args.n)}
+        if runc:
+            results["runc"] = measure([runc], bundle, Path(tmp) / "r", args.n)
+    print(f"machine: {machine()}")
+    print(f"runs: {args.n} each (after 3 warm-up runs), busybox `true`, `run --bundle`")
+    for name, times in results.items():
+        print(f"{name:>14}: median {statistics.median(times) * 1000:7.1f} ms  "
+              f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f})")
+    if "runc" in results:
+        ratio = statistics.median(results["skiff-runtime"]) / statistics.median(results["runc"])
+        print(f"ratio skiff-runtime / runc: {ratio:.2f}x (target <= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
