@@ -342,6 +342,22 @@ def test_each_abi_uses_its_own_numbers() -> None:
     assert run(f, "semget") == ERRNO(1)
 
 
+def test_i386_socket_and_ipc_calls_also_match_through_their_multiplexers() -> None:
+    f = seccomp.compile(profile(
+        {"names": ["socket", "shmat", "read"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["bind"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": 3, "op": "SCMP_CMP_EQ"}]},
+        architectures=["SCMP_ARCH_X86"]))
+    assert run(f, "socket", arch="x86") == ALLOW
+    assert run(f, "socketcall", 1, arch="x86") == ALLOW  # SYS_SOCKET
+    assert run(f, "socketcall", 3, arch="x86") == ERRNO(1)  # SYS_CONNECT: not allowed
+    assert run(f, "ipc", 21, arch="x86") == ALLOW  # SHMAT
+    assert run(f, "ipc", 23, arch="x86") == ERRNO(1)  # SHMGET
+    # bind's condition is on memory socketcall points to: not matched through it.
+    assert run(f, "socketcall", 2, 3, arch="x86") == ERRNO(1)
+    assert run(f, "bind", 3, arch="x86") == ALLOW
+
+
 def test_a_cancelled_syscall_is_not_mistaken_for_x32() -> None:
     # A tracer sets nr to -1 to skip a call; without x32 in the filter that must not kill.
     f = seccomp.compile(profile({"names": ["read"], "action": "SCMP_ACT_ALLOW"},

@@ -8,9 +8,9 @@ comparisons per ABI, rule precedence, architecture dispatch) to libseccomp's.
 Left out on purpose, because skiff differs from libseccomp there by design (see seccomp.py):
 syscalls numbered above every named one (skiff answers ENOSYS, like runc), syscalls libseccomp
 2.5 does not know, and rules WITH conditions on i386 socket/IPC calls, which libseccomp also
-applies to socketcall/ipc with the conditions dropped. Conditional rules of one syscall share one action here (libseccomp
-orders conflicting ones its own way).
-The generator also avoids the cases where libseccomp 2.5 is wrong (see _random_config).
+applies to socketcall/ipc with the conditions dropped. The conditional rules of one syscall
+share one action here (libseccomp orders conflicting ones its own way), and the generator
+avoids the cases where libseccomp 2.5 is wrong (see _random_config).
 """
 
 from __future__ import annotations
@@ -112,15 +112,20 @@ def libseccomp_compile(lib: Any, cfg: dict[str, Any]) -> bytes | None:
         lib.seccomp_release(ctx)
 
 
+def _agrees(lib: Any, arch: str, name: str) -> bool:
+    got = lib.seccomp_syscall_resolve_name_arch(ARCH[arch], name.encode())
+    if arch == "SCMP_ARCH_X86" and name in MULTIPLEXED:
+        return bool(got < -1)  # a libseccomp pseudo number: direct call and multiplexer
+    return bool(got == TABLE[arch][0][name] + TABLE[arch][1])
+
+
 def _names(lib: Any) -> list[str]:
-    """Names both libseccomp and skiff know on all three ABIs, minus the multiplexed ones."""
+    """Names both libseccomp and skiff know, with the same numbers, on all three ABIs."""
     out = []
     for name in sorted(X86_64):
         if name in ("socketcall", "ipc") or name not in I386 or name not in X32:
             continue
-        if all(lib.seccomp_syscall_resolve_name_arch(ARCH[a], name.encode()) ==
-               TABLE[a][0][name] + (0x40000000 if a == "SCMP_ARCH_X32" else 0)
-               for a in ARCH):
+        if all(_agrees(lib, arch, name) for arch in ARCH):
             out.append(name)
     return out
 

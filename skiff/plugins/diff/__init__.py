@@ -1,0 +1,1 @@
+"""Layer diff plugins: tar apply (confined extraction) and diff creation."""
