@@ -230,10 +230,10 @@ def _mount_cgroup(rfs: Rootfs, dest: str, flags: int, mode: str, cgroup_path: st
             else:
                 host = "/sys/fs/cgroup" + cgroup_path
                 sc.mount(host, fdpath(fd), "bind", sc.MS_BIND, None)
-                if ro:
-                    remount(fdpath(fd), sc.MS_RDONLY | base)
         finally:
             os.close(fd)
+        if ro and not cgroupns:
+            _remount_at(rfs, dest, sc.MS_RDONLY | base)
         return
     # v1 / hybrid: a tmpfs with one directory per hierarchy, as on the host.
     fd = rfs.ensure(dest)
@@ -259,18 +259,25 @@ def _mount_cgroup(rfs: Rootfs, dest: str, flags: int, mode: str, cgroup_path: st
                     sc.mount("cgroup", fdpath(fd), "cgroup", flags, subsys)
             else:
                 host = mountpoint + cgroup_path
-                if os.path.isdir(host):
-                    sc.mount(host, fdpath(fd), "bind", sc.MS_BIND, None)
-                    if ro:
-                        remount(fdpath(fd), sc.MS_RDONLY | base)
+                if not os.path.isdir(host):
+                    continue
+                sc.mount(host, fdpath(fd), "bind", sc.MS_BIND, None)
         finally:
             os.close(fd)
+        if ro and not cgroupns:
+            _remount_at(rfs, sub, sc.MS_RDONLY | base)
     if ro:
-        fd = rfs.open(dest)
-        try:
-            remount(fdpath(fd), sc.MS_RDONLY | base)
-        finally:
-            os.close(fd)
+        _remount_at(rfs, dest, sc.MS_RDONLY | base)
+
+
+def _remount_at(rfs: Rootfs, dest: str, flags: int) -> None:
+    # Open the target afresh: an fd taken before a mount names what is underneath it, and a
+    # remount through it would hit the wrong mount (EINVAL).
+    fd = rfs.open(dest)
+    try:
+        remount(fdpath(fd), flags)
+    finally:
+        os.close(fd)
 
 
 def dev_is_mounted(mounts: list[dict[str, Any]]) -> bool:

@@ -426,3 +426,34 @@ def test_spec_and_features(runtime: RuntimeDriver, tmp_path: Path) -> None:
     assert "user" in feats["linux"]["namespaces"]
     assert "CAP_SYS_ADMIN" in feats["linux"]["capabilities"]
     assert "SCMP_ACT_ERRNO" in feats["linux"]["seccomp"]["actions"]
+
+
+def test_container_side_hooks(runtime: RuntimeDriver, make_bundle: Bundle,
+                              tmp_path: Path) -> None:
+    # createContainer runs in the container's mount namespace before pivot_root (so a host
+    # path works); startContainer runs inside the container, after pivot_root, just before
+    # the process: it can leave a file the process then sees.
+    log = tmp_path / "cc.log"
+    hook = tmp_path / "cc.sh"
+    hook.write_text(f"#!/bin/sh\nread -r state\necho \"$state\" > {log}\n")
+    hook.chmod(0o755)
+    b = make_bundle(["cat", "/tmp/started"])
+    cfg = read_config(b)
+    cfg["hooks"] = {
+        "createContainer": [{"path": str(hook)}],
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo hooked > /tmp/started"]}],
+    }
+    write_config(b, cfg)
+    cid = new_id("cc")
+    code, out, err = run(runtime, b, cid)
+    assert code == 0, err
+    assert out == "hooked\n"
+    state = json.loads(log.read_text())
+    assert state["id"] == cid and state["pid"] > 0
+
+
+def test_run_with_terminal_relays_the_pty(runtime: RuntimeDriver, make_bundle: Bundle) -> None:
+    b = make_bundle(["sh", "-c", "tty; test -t 1 && echo out-is-tty"], terminal=True)
+    res = runtime("run", "--bundle", str(b), new_id("tty"))
+    lines = res.out.replace("\r", "").split()
+    assert lines == ["/dev/pts/0", "out-is-tty"]

@@ -21,7 +21,9 @@ from skiff.runtime import seccomp
 from skiff.runtime.seccomp_bpf import JEQ, Assembler, Label, evaluate
 from skiff.runtime.seccomp_tables import I386, X32, X86_64
 
-SPEC_PROFILE = Path("/work/shared/specs/seccomp/docker-default.json")
+# The contract as data: shared/ sits beside the checkout (in CI beside the clone).
+SPEC_PROFILE = (Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "seccomp"
+                / "docker-default.json")
 PACKAGED = Path(seccomp.__file__).parent / "data" / "seccomp-default.json"
 
 X86_64_ARCH = 0xC000003E
