@@ -234,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         if "--help" in args[:1] or "-h" in args[:1]:
             _print_help(cmd)
             return 0
+        if name in ("create", "run"):
+            from skiff.runtime.warmup import warm_cgroup_migration
+
+            warm_cgroup_migration()
         opts, pos = parse_flags(cmd.flags, args, stop_at_positional=True)
         if len(pos) < cmd.min_args or (cmd.max_args is not None and len(pos) > cmd.max_args):
             raise UsageError(f"{name}: wrong number of arguments; usage: skiff-runtime "

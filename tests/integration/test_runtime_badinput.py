@@ -108,3 +108,17 @@ def test_duplicate_id_is_refused_without_touching_the_first(runtime: RuntimeDriv
     assert runtime.state(cid)["status"] == "running"
     runtime("delete", "-f", cid)
     assert json.loads(runtime("list", "-f", "json").out) == []
+
+
+def test_errors_go_to_the_log_file_as_json(runtime: RuntimeDriver, make_bundle: Bundle,
+                                           tmp_path: Path) -> None:
+    # containerd's shim reads the runtime's last error from --log in JSON: it must be there.
+    b = make_bundle(["no-such-binary"])
+    log = tmp_path / "runtime.log"
+    res = runtime("--log", str(log), "--log-format", "json", "create", "--bundle", str(b),
+                  new_id("log"), check=False)
+    assert res.code != 0
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert entries[-1]["level"] == "error"
+    assert "executable file not found" in entries[-1]["msg"]
+    assert "time" in entries[-1]
