@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-_MAX = 65536
+_MAX = 1 << 18  # a 4096-instruction seccomp program is 64 KiB as hex
 
 
 class ChildError(SkiffError):

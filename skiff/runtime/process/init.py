@@ -26,6 +26,8 @@ from skiff.runtime.records import record
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+
+    from skiff.runtime.seccomp import Filter
     from typing import Any, NoReturn
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -52,6 +54,7 @@ class Launch:
     userns: bool = False
     hook_state: dict[str, Any] | None = None
     cgroupns: bool = False  # create only: unshare the cgroup namespace once in the cgroup
+    seccomp_filter: Filter | None = None  # compiled by the parent, sent before "ready"
     in_cgroup: bool = False
 
 
@@ -112,6 +115,11 @@ def stage2(launch: Launch, ch: Channel) -> NoReturn:
                 path, env = _prepare_exec(launch)
             else:
                 path, env = _prepare_init(launch, ch)
+            if (launch.spec.get("linux") or {}).get("seccomp"):
+                from skiff.runtime.seccomp import Filter
+
+                msg = ch.recv("seccomp")
+                launch.seccomp_filter = Filter(bytes.fromhex(msg["program"]), msg["flags"])
             ch.send("ready")
             ch.close()
         except BaseException as exc:
@@ -307,12 +315,10 @@ def _finalize_and_exec(launch: Launch, path: str, env: list[str]) -> NoReturn:
     proc = launch.process
     caps = proc.get("capabilities")
     nnp = bool(proc.get("noNewPrivileges"))
-    seccomp_spec = (launch.spec.get("linux") or {}).get("seccomp")
-    filt = None
-    if seccomp_spec:
+    filt = launch.seccomp_filter
+    if filt is not None:
         from skiff.runtime import seccomp
 
-        filt = seccomp.compile(seccomp_spec)
         if not nnp:
             # Without no_new_privs the filter needs CAP_SYS_ADMIN to load: do it while we still
             # have it. The filter then also covers setuid/capset below, which every profile allows.

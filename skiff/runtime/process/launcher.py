@@ -191,6 +191,7 @@ def create(store: Store, cid: str, bundle: str, opts: CreateOptions) -> State:
                         no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds, userns=userns)
         init_pid, ch = _spawn(launch, cg, linux, proc.get("oomScoreAdj"))
         try:
+            _send_seccomp(ch, linux)
             ps = proc_stat(init_pid)
             st = State(id=cid, pid=init_pid, start_time=ps[1] if ps else 0, bundle=bundle,
                        rootfs=rootfs, created=now_rfc3339(), config=spec,
@@ -247,6 +248,16 @@ def effective_resources(linux: dict[str, Any]) -> dict[str, Any]:
                       "major": d.get("major"), "minor": d.get("minor"), "access": "rwm"})
     res["devices"] = [{k: v for k, v in r.items() if v is not None} for r in rules]
     return res
+
+
+def _send_seccomp(ch: Channel, linux: dict[str, Any]) -> None:
+    """Compile the seccomp filter here, while the child sets up, and hand it over as bytes."""
+    if not linux.get("seccomp"):
+        return
+    from skiff.runtime import seccomp
+
+    filt = seccomp.compile(linux["seccomp"])
+    ch.send("seccomp", program=filt.program.hex(), flags=filt.flags)
 
 
 def _namespace_paths(pid: int, linux: dict[str, Any]) -> dict[str, str]:
@@ -404,6 +415,7 @@ def exec_process(store: Store, cid: str, proc: dict[str, Any], *, detach: bool,
     cg = manager(st)
     pid, ch = _spawn(launch, cg, linux, proc.get("oomScoreAdj"))
     try:
+        _send_seccomp(ch, linux)
         ch.recv("ready")
     except BaseException:
         _kill_and_reap(pid)
