@@ -47,12 +47,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import Any
 
 from skiff.errors import PermissionDenied, os_error
 from skiff.runtime import syscalls
 from skiff.runtime.seccomp_compile import Filter, compile
 from skiff.runtime.seccomp_spec import ACTIONS, ARCHITECTURES, FLAGS, OPERATORS, validate
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ACTIONS", "ARCHITECTURES", "FLAGS", "OPERATORS", "Filter", "compile",
            "default_profile", "from_docker_profile", "load", "validate"]

@@ -8,12 +8,16 @@ The semantics (what wins when, how arguments compare) are listed in :mod:`skiff.
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple, TypeAlias
 
 from skiff.errors import Unavailable
 from skiff.runtime import seccomp_tables
+from skiff.runtime.records import record
 from skiff.runtime.seccomp_bpf import JEQ, JGE, JGT, Assembler, Label
 from skiff.runtime.seccomp_spec import ACTIONS, FLAGS, action_value, validate
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _RET_KILL_PROCESS = ACTIONS["SCMP_ACT_KILL_PROCESS"]
 _RET_ENOSYS = ACTIONS["SCMP_ACT_ERRNO"] | 38
@@ -31,7 +35,8 @@ _OFF_ARCH = 4
 _OFF_ARGS = 16
 
 
-class Filter(NamedTuple):
+@record(frozen=True)
+class Filter:
     """A compiled filter: the packed ``struct sock_filter`` array and the seccomp(2) flags.
 
     Plain bytes and an int, so it can be computed in one process and handed to another.
@@ -45,20 +50,22 @@ class Filter(NamedTuple):
         return len(self.program) // 8
 
 
-class _Cond(NamedTuple):
+@record(frozen=True)
+class _Cond:
     arg: int
     op: str
     value: int
     value_two: int
 
 
-# What a syscall number leads to: a return value (int) or ("block", index into the blocks).
-_Target: TypeAlias = int | tuple[str, int]
-# One syscall's conditional rules: (ANDed conditions, action), tried in order.
-_Rules: TypeAlias = list[tuple[tuple[_Cond, ...], int]]
+if TYPE_CHECKING:
+    from typing import TypeAlias
 
-
-_Block: TypeAlias = "tuple[Label, _Section, _Rules, int]"  # (entry, ABI, rules, fallback)
+    # What a syscall number leads to: a return value (int) or ("block", index into the blocks).
+    _Target: TypeAlias = int | tuple[str, int]
+    # One syscall's conditional rules: (ANDed conditions, action), tried in order.
+    _Rules: TypeAlias = list[tuple[tuple[_Cond, ...], int]]
+    _Block: TypeAlias = "tuple[Label, _Section, _Rules, int]"  # (entry, ABI, rules, fallback)
 
 
 class _Section:

@@ -17,9 +17,12 @@ import functools
 import json
 import os
 import re
-from typing import Any
 
 from skiff.errors import InvalidArgument, os_error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # Host machine (uname / Go) -> (Go's GOARCH, the profile's native SCMP arch).
 _ARCHES: dict[str, tuple[str, str]] = {

@@ -26,9 +26,9 @@ from skiff.runtime.records import record
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from typing import Any, NoReturn
 
     from skiff.runtime.seccomp import Filter
-    from typing import Any, NoReturn
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 O_PATH = getattr(os, "O_PATH", 0o10000000)
