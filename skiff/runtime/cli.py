@@ -7,9 +7,18 @@ command imports its machinery when it runs.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+
+if os.path.basename(sys.argv[0]) == "skiff-runtime" and (
+        "create" in sys.argv or "run" in sys.argv):
+    # Before any other import: the kernel's cgroup migration lock takes a grace period to
+    # warm up, and the imports below are time we can overlap with it (see warmup.py).
+    from skiff.runtime.warmup import warm_cgroup_migration
+
+    warm_cgroup_migration()
+
+import json
 import time
 from collections.abc import Callable
 
@@ -234,10 +243,6 @@ def main(argv: list[str] | None = None) -> int:
         if "--help" in args[:1] or "-h" in args[:1]:
             _print_help(cmd)
             return 0
-        if name in ("create", "run"):
-            from skiff.runtime.warmup import warm_cgroup_migration
-
-            warm_cgroup_migration()
         opts, pos = parse_flags(cmd.flags, args, stop_at_positional=True)
         if len(pos) < cmd.min_args or (cmd.max_args is not None and len(pos) > cmd.max_args):
             raise UsageError(f"{name}: wrong number of arguments; usage: skiff-runtime "
