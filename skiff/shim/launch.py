@@ -1,0 +1,130 @@
+"""``start``: detach a shim from whoever runs us, and report whether the container exists.
+
+The starter (run by the daemon) forks; the child starts a new session and forks again, so
+the shim is nobody's child (it is reparented to init) and outlives a SIGKILLed daemon. The
+shim makes itself a child subreaper, so the container's init and every exec'd process become
+its children to reap. It creates the container, then writes ``ok`` or the runtime's one-line
+error on a pipe; the starter relays that and exits 0 or 1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from skiff.errors import Conflict, SkiffError, os_error
+from skiff.shim.server import SOCKET, Config, Shim, remove_tree
+
+PR_SET_CHILD_SUBREAPER = 36
+SHIM_LOG = "shim.log"
+
+
+def set_child_subreaper() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise os_error("prctl PR_SET_CHILD_SUBREAPER", "shim", OSError(err, os.strerror(err)))
+
+
+def start(cfg: Config) -> int:
+    """Start a shim for ``cfg``; 0 once the container is created, else 1 with the message."""
+    try:
+        os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        sys.stderr.write(f"{os_error('create shim state dir', cfg.state_dir, exc)}\n")
+        return 1
+    if _shim_alive(os.path.join(cfg.state_dir, SOCKET)):
+        sys.stderr.write(f"{Conflict(f'start shim for container {cfg.id}: one is running')}\n")
+        return 1
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork() == 0:
+                _become_shim(cfg, w)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    chunks = []
+    while chunk := os.read(r, 65536):
+        chunks.append(chunk)
+    os.close(r)
+    message = b"".join(chunks).decode("utf-8", "replace").strip()
+    if message == "ok":
+        return 0
+    sys.stderr.write((message or f"start shim for container {cfg.id}: it died before "
+                      "reporting") + "\n")
+    return 1
+
+
+def _shim_alive(path: str) -> bool:
+    """Whether a shim answers on ``path``; a socket left by a killed one is removed."""
+    import socket
+
+    if not os.path.exists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+            return True
+        except ConnectionRefusedError:
+            os.unlink(path)
+            return False
+        except OSError:
+            return True  # cannot tell: do not start a second shim over it
+
+
+def _become_shim(cfg: Config, ready: int) -> None:
+    """Runs in the detached grandchild; never returns."""
+    code = 1
+    shim = None
+    try:
+        os.chdir("/")  # hold no directory of the daemon's busy
+        null = os.open(os.devnull, os.O_RDWR)
+        log = os.open(os.path.join(cfg.state_dir, SHIM_LOG),
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(null)
+        os.close(log)
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_IGN)
+        set_child_subreaper()
+        shim = Shim(cfg)
+        try:
+            shim.create()
+        except SkiffError as exc:
+            shim.abandon()
+            remove_tree(cfg.state_dir)  # before the report: the starter's caller sees it gone
+            _report(ready, str(exc))
+            return
+        _report(ready, "ok")
+        ready = -1
+        shim.serve()
+        shim.shutdown()
+        code = 0
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        if ready >= 0:
+            _report(ready, f"start shim for container {cfg.id}: internal error (see "
+                           f"{os.path.join(cfg.state_dir, SHIM_LOG)})")
+    finally:
+        os._exit(code)
+
+
+def _report(fd: int, message: str) -> None:
+    if fd < 0:
+        return
+    try:
+        os.write(fd, (" ".join(message.split()) + "\n").encode())
+    finally:
+        os.close(fd)
