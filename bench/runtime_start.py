@@ -21,17 +21,25 @@ from pathlib import Path
 from skiff.devtools.busybox import make_bundle
 
 
-def measure(cmd: list[str], bundle: Path, root: Path, n: int, warmup: int = 3) -> list[float]:
-    times = []
+def run_once(cmd: list[str], bundle: Path, root: Path, name: str) -> float:
+    argv = [*cmd, "--root", str(root), "run", "--bundle", str(bundle), name]
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"{cmd[0]} failed: {proc.stderr.decode()}")
+    return dt
+
+
+def measure(runtimes: dict[str, list[str]], bundle: Path, tmp: Path, n: int,
+            warmup: int = 3) -> dict[str, list[float]]:
+    """Interleave the runtimes run by run, so that background load hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in runtimes}
     for i in range(n + warmup):
-        argv = [*cmd, "--root", str(root), "run", "--bundle", str(bundle), f"bench-{i}"]
-        t0 = time.perf_counter()
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
-        dt = time.perf_counter() - t0
-        if proc.returncode != 0:
-            sys.exit(f"{cmd[0]} failed: {proc.stderr.decode()}")
-        if i >= warmup:
-            times.append(dt)
+        for name, cmd in runtimes.items():
+            dt = run_once(cmd, bundle, tmp / name, f"bench-{i}")
+            if i >= warmup:
+                times[name].append(dt)
     return times
 
 
@@ -56,11 +64,13 @@ def main() -> None:
         spec = json.loads((bundle / "config.json").read_text())
         spec["process"]["capabilities"]["ambient"] = []
         (bundle / "config.json").write_text(json.dumps(spec))
-        results = {"skiff-runtime": measure([ours], bundle, Path(tmp) / "s", args.n)}
+        runtimes = {"skiff-runtime": [ours]}
         if runc:
-            results["runc"] = measure([runc], bundle, Path(tmp) / "r", args.n)
+            runtimes["runc"] = [runc]
+        results = measure(runtimes, bundle, Path(tmp), args.n)
     print(f"machine: {machine()}")
-    print(f"runs: {args.n} each (after 3 warm-up runs), busybox `true`, `run --bundle`")
+    print(f"runs: {args.n} each, interleaved (after 3 warm-up rounds), busybox `true`, "
+          "`run --bundle`")
     for name, times in results.items():
         print(f"{name:>14}: median {statistics.median(times) * 1000:7.1f} ms  "
               f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f})")

@@ -70,8 +70,8 @@ def cmd_run(rt: Runtime, opts: dict[str, Any], args: list[str]) -> int:
     cid = args[0]
     bundle = opts["bundle"] or os.getcwd()
     copts = _create_opts(rt, opts)
-    spec_terminal = bool((cfg.load(os.path.abspath(bundle)).get("process") or {}).get(
-        "terminal"))
+    copts.spec = cfg.load(os.path.abspath(bundle))
+    spec_terminal = bool((copts.spec.get("process") or {}).get("terminal"))
     if spec_terminal and opts["detach"] and not opts["console_socket"]:
         raise InvalidArgument("cannot allocate a tty for a detached container without "
                               "--console-socket")
@@ -93,7 +93,7 @@ def cmd_run(rt: Runtime, opts: dict[str, Any], args: list[str]) -> int:
         # it, not kill us and leave it running unattended.
         launcher.forward_signals(st.pid, skip=(signal.SIGWINCH,) if ours else ())
     try:
-        launcher.start(rt.store, cid, rt.warn)
+        launcher.start(rt.store, cid, rt.warn, st)
     except BaseException:
         launcher.delete(rt.store, cid, True, rt.warn)
         raise

@@ -50,6 +50,7 @@ class CreateOptions:
     no_pivot: bool = False
     systemd_cgroup: bool = False
     preserve_fds: int = 0
+    spec: dict[str, Any] | None = None  # already loaded and validated by the caller
 
 
 def _write_pid_file(path: str | None, pid: int) -> None:
@@ -136,7 +137,7 @@ def _spawn(launch: Launch, cg: CgroupManager, linux: dict[str, Any],
 def create(store: Store, cid: str, bundle: str, opts: CreateOptions) -> State:
     cfg.validate_id(cid)
     bundle = os.path.abspath(bundle)
-    spec = cfg.load(bundle)
+    spec = opts.spec if opts.spec is not None else cfg.load(bundle)
     proc = spec.get("process")
     if not proc:
         raise InvalidArgument("process: missing (nothing to run)")
@@ -298,8 +299,8 @@ def manager(st: State) -> CgroupManager:
     return new_manager(st.cgroup_path, mode=st.cgroup_mode)
 
 
-def start(store: Store, cid: str, warn: Callable[[str], None]) -> State:
-    st = store.load(cid)
+def start(store: Store, cid: str, warn: Callable[[str], None], st: State | None = None) -> State:
+    st = st if st is not None else store.load(cid)
     s = status(store, st)
     if s != CREATED:
         raise Conflict(f"cannot start container {cid}: it is {s} (only a created container can "
