@@ -62,7 +62,7 @@ def make_bundle(tmp_path: Path, busybox_rootfs: Path) -> Callable[..., Path]:
     return factory
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def venv_bin() -> Path:
     return VENV_BIN
 

@@ -204,10 +204,11 @@ def test_devices_and_dev_symlinks(runtime: RuntimeDriver, make_bundle: Bundle) -
     b = make_bundle(["sh", "-c", "ls -l /dev/null /dev/zero /dev/urandom /dev/tty; "
                      "readlink /dev/fd; readlink /dev/ptmx; head -c 4 /dev/zero | wc -c; "
                      "echo x > /dev/full 2>/dev/null && echo full-ok || echo full-enospc; "
-                     "ls -l /dev/fuse2 2>&1; ls /dev"])
+                     "ls -l /dev/fuse2 2>&1; ls -l /dev/myfifo; ls /dev"])
     cfg = read_config(b)
     cfg["linux"]["devices"] = [{"path": "/dev/fuse2", "type": "c", "major": 10, "minor": 229,
-                                "fileMode": 0o600, "uid": 0, "gid": 0}]
+                                "fileMode": 0o600, "uid": 0, "gid": 0},
+                               {"path": "/dev/myfifo", "type": "p", "fileMode": 0o640}]
     write_config(b, cfg)
     code, out, err = run(runtime, b)
     assert code == 0, err
@@ -216,6 +217,7 @@ def test_devices_and_dev_symlinks(runtime: RuntimeDriver, make_bundle: Bundle) -
     assert "\n4\n" in out
     assert "full-enospc" in out
     assert "crw-------" in out and "10, 229" in out
+    assert "prw-r-----" in out
 
 
 def test_mounts_bind_ro_tmpfs_and_propagation(runtime: RuntimeDriver, make_bundle: Bundle,

@@ -14,7 +14,7 @@ from skiff.errors import Conflict, InvalidArgument, SystemFailure, os_error
 from skiff.runtime import config as cfg
 from skiff.runtime import namespaces
 from skiff.runtime import syscalls as sc
-from skiff.runtime.cgroups import cgroup_path_for, detect_mode, new_manager
+from skiff.runtime.cgroups import cgroup_path_for, detect_mode, new_manager, parse_resources
 from skiff.runtime.cgroups.paths import DEFAULT_PARENT
 from skiff.runtime.process.channel import Channel
 from skiff.runtime.process.init import O_PATH, Launch, preload, stage1
@@ -152,6 +152,8 @@ def create(store: Store, cid: str, bundle: str, opts: CreateOptions) -> State:
     rootfs = cfg.rootfs_path(spec, bundle)
     ns_flags, ns_join = namespaces.split(linux.get("namespaces") or [])
     userns = bool(ns_flags & sc.CLONE_NEWUSER) or any(t == "user" for t, _ in ns_join)
+    resources = effective_resources(linux)
+    parse_resources(resources)  # a bad value is refused before anything exists
 
     store.reserve(cid)
     cg: CgroupManager | None = None
@@ -178,7 +180,7 @@ def create(store: Store, cid: str, bundle: str, opts: CreateOptions) -> State:
                 # A concurrent delete may have removed the shared parent under us; once more.
                 if attempt == 2:
                     raise
-        cg.set(effective_resources(linux))
+        cg.set(resources)
         if terminal and console is None:
             from skiff.runtime.terminal import connect_console_socket
 
@@ -245,6 +247,8 @@ def effective_resources(linux: dict[str, Any]) -> dict[str, Any]:
     rules = list(res.get("devices") or [{"allow": False, "access": "rwm"}])
     rules += DEFAULT_DEVICE_RULES
     for d in linux.get("devices") or []:
+        if d["type"] == "p":  # a fifo is no device: the devices cgroup has no rule for it
+            continue
         rules.append({"allow": True, "type": d["type"] if d["type"] != "u" else "c",
                       "major": d.get("major"), "minor": d.get("minor"), "access": "rwm"})
     res["devices"] = [{k: v for k, v in r.items() if v is not None} for r in rules]
