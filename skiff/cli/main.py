@@ -12,6 +12,10 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] in (["--version"], ["-v"], ["version"]):
         print(f"skiff version {__version__}")
         return 0
+    if args[:1] == ["registry"]:
+        from skiff.cli import registry
+
+        return registry.main(args[1:])
     sys.stderr.write("skiff: the client/daemon part is not built yet (see README.md); "
                      "use skiff-runtime to run containers\n")
     return 125

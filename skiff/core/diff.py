@@ -5,15 +5,15 @@ Pure types and protocols only: no I/O at import.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from skiff.core.content import Digest
+from skiff.core.progress import BytesProgress
 from skiff.core.snapshots import LayerDirs
 
-BytesProgress = Callable[[int], None]
-"""Called with the number of (compressed) input bytes consumed so far."""
+__all__ = ["AppliedLayer", "Applier", "BytesProgress", "DiffWriter"]
+
 
 
 @dataclass(frozen=True)

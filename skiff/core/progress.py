@@ -17,10 +17,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from skiff.core.content import Descriptor
 
 Message = dict[str, Any]
 ProgressSink = Callable[[Message], None]
+
+BytesProgress = Callable[[int], None]
+"""Called with the number of bytes done so far (absolute, including any resumed prefix):
+a blob transfer, or the compressed input a layer apply has consumed."""
+LayerProgress = Callable[["Descriptor", int], None]
+"""``(layer, compressed bytes consumed so far)`` while a layer is unpacked; the pull service
+turns it into "Extracting" lines."""
 """Receives each progress message; the daemon encodes them onto the HTTP response."""
 
 

@@ -6,14 +6,14 @@ only see this protocol so they can be tested against any registry-shaped object.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from skiff.core.content import BlobInfo, ContentStore, Descriptor, Digest, Writer
+from skiff.core.progress import BytesProgress
 
-ByteProgress = Callable[[int], None]
-"""Called with the number of bytes done so far (absolute, including any resumed prefix)."""
+ByteProgress = BytesProgress
+"""The progress callback of blob transfers (the same type as layer apply's)."""
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,11 @@ def run_best_effort(spec: dict[str, Any], point: str, state: dict[str, Any]) -> 
     return None
 
 
-def _env(env: list[str] | None) -> dict[str, str]:
+def _env(env: list[str] | None) -> dict[str, str] | None:
+    # No env in the hook means the runtime's own environment, as runc does (Go's exec with a
+    # nil Env): dockerd's libnetwork-setkey hook relies on it.
+    if env is None:
+        return None
     out: dict[str, str] = {}
     for item in env or []:
         k, _, v = item.partition("=")

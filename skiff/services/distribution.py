@@ -37,22 +37,21 @@ from skiff.core.images import (
     select_platform,
 )
 from skiff.core.metadata import ImageRecord, MetadataStore
-from skiff.core.progress import ProgressSink
+from skiff.core.progress import LayerProgress, ProgressSink
 from skiff.core.reference import Reference
 from skiff.core.registry import PushOutcome, RegistryClient, Repository
 from skiff.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from skiff.services.images import PULL_SOURCE_LABEL, ImageService
 
 DOWNLOAD_CONCURRENCY = 3  # dockerd's default max-concurrent-downloads
 UPLOAD_CONCURRENCY = 5  # dockerd's default max-concurrent-uploads
 _PROGRESS_INTERVAL = 0.1  # seconds between byte-count messages of one layer
 _LEASE_TTL = 24 * 3600.0
-SOURCE_LABEL = "skiff.distribution.source"
+SOURCE_LABEL = PULL_SOURCE_LABEL
 """Image label naming the repository an image was pulled from (for cross-repo mounts)."""
 _WRITER_PATIENCE = 600.0  # how long to wait for another pull that is fetching the same blob
 
 
-LayerProgress = Callable[[Descriptor, int], None]
-"""``(layer, compressed bytes consumed so far)`` while a layer is being unpacked."""
 Unpacker = Callable[[Sequence[Descriptor], Sequence[Digest], LayerProgress], object]
 """Called as ``unpack(layers, diff_ids, progress)`` once all blobs are present; the daemon
 binds the content store and snapshotter (``partial(services.unpack.unpack, content, snap)``)."""
@@ -150,11 +149,14 @@ def pull(ref: Reference, *, client: RegistryClient, content: ContentStore,
          metadata: MetadataStore, platform: Platform | None = None,
          progress: ProgressSink = msg.discard, unpack: Unpacker | None = None,
          concurrency: int = DOWNLOAD_CONCURRENCY,
-         cancel: threading.Event | None = None) -> PullResult:
+         cancel: threading.Event | None = None,
+         images: ImageService | None = None) -> PullResult:
     """Pull ``ref`` into the store; record it under its name; unpack it if asked.
 
     Blocking (run it in a worker thread from the daemon); ``cancel`` stops it between chunks
-    with Unavailable, leaving partial downloads for the next pull to resume.
+    with Unavailable, leaving partial downloads for the next pull to resume. The name is set
+    through the image service (``images``, by default one over ``content`` and ``metadata``
+    for ``platform``), so an image the tag moves away from is kept as dangling, as in Docker.
     """
     sink = _Sink(progress, cancel, f"pull {ref}")
     repo = Repository(ref.domain, ref.path)
@@ -196,10 +198,14 @@ def pull(ref: Reference, *, client: RegistryClient, content: ContentStore,
                 sink(msg.pull_complete(msg.short_id(layer.digest)))
         name = str(ref)
         previous = _current(metadata, name)
-        labels = dict(previous.labels) if previous else {}
+        same = previous is not None and previous.target.digest == target.digest
+        # a moved tag starts afresh: the old record's labels described the old image
+        labels = dict(previous.labels) if previous is not None and same else {}
         labels[SOURCE_LABEL] = str(repo)
-        record = metadata.put_image(name, target, labels)
-        up_to_date = not fresh and previous is not None and previous.target.digest == target.digest
+        service = images or ImageService(content, metadata, platform=want)
+        service.record(target, [ref], labels)
+        record = metadata.get_image(name)
+        up_to_date = not fresh and same
         sink(msg.digest(target.digest))
         familiar = ref.familiar()
         sink(msg.up_to_date(familiar) if up_to_date else msg.downloaded_newer(familiar))

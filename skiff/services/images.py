@@ -442,15 +442,32 @@ class ImageService:
 
     def set_name(self, ref: Reference, img: Image) -> None:
         """Point ``ref`` at ``img``, keeping a displaced image as dangling."""
-        name = str(ref)
-        for other in self.images():
-            if other.id != img.id and any(r.name == name for r in other.records):
-                self._keep_dangling(other, {name})
         # the record keeps the target the image was known by (index or manifest)
         target = next((r.target for r in img.records if not r.name.startswith(DANGLING_PREFIX)),
                       img.manifest_desc)
-        self.metadata.put_image(name, target)
+        self._point(str(ref), target, img.id, None)
         self._drop_dangling(img)
+
+    def _point(self, name: str, target: Descriptor, image_id: Digest,
+               labels: Mapping[str, str] | None) -> None:
+        """Make ``name`` point at ``target`` (image ``image_id``), as a tag move does in Docker.
+
+        The image the name leaves keeps a dangling record when nothing else names it, so it
+        shows as ``<none>`` and survives GC until pruned. The old record's labels describe the
+        old image (where it was pulled from), so they are only carried over when the target is
+        unchanged; ``labels`` given replace them.
+        """
+        for other in self.images():
+            if other.id != image_id and any(r.name == name for r in other.records):
+                self._keep_dangling(other, {name})
+        if labels is None:
+            try:
+                old = self.metadata.get_image(name)
+            except NotFound:
+                old = None
+            if old is not None and old.target.digest != target.digest:
+                labels = {}
+        self.metadata.put_image(name, target, labels)
 
     def remove(self, name: str, *, force: bool = False, prune: bool = True,
                in_use: InUse | None = None) -> list[dict[str, str]]:
@@ -625,20 +642,21 @@ class ImageService:
         mdesc = Descriptor(media_type, minfo.digest, minfo.size)
         return self.record(mdesc, names)
 
-    def record(self, target: Descriptor, names: Sequence[Reference]) -> Image:
-        """Name an image whose blobs are in the store (dangling if ``names`` is empty)."""
+    def record(self, target: Descriptor, names: Sequence[Reference],
+               labels: Mapping[str, str] | None = None) -> Image:
+        """Name an image whose blobs are in the store (dangling if ``names`` is empty).
+
+        The path every new image takes (load, import, pull): a name moved off another image
+        leaves that one dangling rather than garbage. ``labels`` (e.g. pull's source) are
+        set on the named records; None keeps those of a record that already had this target.
+        """
         _, manifest, _cfg = self.resolve_target(target)
         if not names:
             existing = [i for i in self.images() if i.id == manifest.config.digest]
             if not existing:
                 self.metadata.put_image(DANGLING_PREFIX + str(target.digest), target)
         for ref in names:
-            name = str(ref)
-            for other in self.images():
-                if other.id != manifest.config.digest and any(r.name == name
-                                                             for r in other.records):
-                    self._keep_dangling(other, {name})
-            self.metadata.put_image(name, target)
+            self._point(str(ref), target, manifest.config.digest, labels)
         img = next(i for i in self.images() if i.id == manifest.config.digest)
         if names:
             self._drop_dangling(img)

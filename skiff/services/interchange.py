@@ -34,11 +34,10 @@ from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, cast
 
 from skiff.core.changes import apply_changes
+from skiff.core.compression import SNIFF_BYTES, sniff
 from skiff.core.content import Descriptor, Digest
 from skiff.core.images import (
     INDEX_TYPES,
-    LAYER_TYPES_GZIP,
-    LAYER_TYPES_PLAIN,
     MAX_CONFIG_BYTES,
     MAX_MANIFEST_BYTES,
     OCI_CONFIG,
@@ -64,35 +63,40 @@ from skiff.errors import InvalidArgument, NotFound, SkiffError, Unavailable
 from skiff.services.images import Image, ImageService
 
 Decompressor = Callable[[BinaryIO, str], BinaryIO]
-"""``decompress(blob, media_type)`` -> the uncompressed tar stream (the diff plugin's
-``open_layer`` fits); injected because services may not import plugins."""
+"""``decompress(blob, media_type)`` -> the uncompressed tar stream, the compression told by the
+magic bytes (the diff plugin's ``open_layer`` fits); injected because services may not import
+plugins. ``media_type`` is only a hint and may be empty (``import`` of any tar)."""
 
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 _CHUNK = 1 << 20
 _MAX_SMALL = max(MAX_MANIFEST_BYTES, MAX_CONFIG_BYTES)
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_BZ2_MAGIC = b"BZh"
-_XZ_MAGIC = b"\xfd7zXZ\x00"
 _LEASE_TTL = 3600.0
 
 
 def stdlib_decompress(blob: BinaryIO, media_type: str) -> BinaryIO:
-    """gzip and plain tar with the standard library; zstd needs the diff plugin's decompressor."""
-    if media_type in LAYER_TYPES_GZIP:
-        return cast(BinaryIO, gzip.GzipFile(fileobj=blob, mode="rb"))
-    if media_type in LAYER_TYPES_PLAIN:
-        return blob
-    raise Unavailable(f"decompress layer of type {media_type}: no decompressor configured")
+    """The standard library's decoders (gzip, bzip2, xz); zstd needs the diff plugin's.
+
+    Like the plugin's ``open_layer``, the magic bytes decide and ``media_type`` is ignored.
+    """
+    # peek() needs a buffered reader; any readable binary stream can be wrapped in one
+    buffered = io.BufferedReader(cast("io.RawIOBase", blob), buffer_size=_CHUNK)
+    kind = sniff(buffered.peek(SNIFF_BYTES)[:SNIFF_BYTES])
+    src = cast(BinaryIO, buffered)
+    if kind == "gzip":
+        return cast(BinaryIO, gzip.GzipFile(fileobj=src, mode="rb"))
+    if kind == "bzip2":
+        return cast(BinaryIO, bz2.BZ2File(src, "rb"))
+    if kind == "xz":
+        return cast(BinaryIO, lzma.LZMAFile(src, "rb"))
+    if kind == "none":
+        return src
+    raise Unavailable(f"decompress {kind} data (layer type {media_type or 'unknown'}): "
+                      "no decompressor configured")
 
 
 def _sniff(head: bytes) -> str:
-    if head.startswith(_GZIP_MAGIC):
-        return OCI_LAYER_GZIP
-    if head.startswith(_ZSTD_MAGIC):
-        return OCI_LAYER_ZSTD
-    return OCI_LAYER
+    return {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}.get(sniff(head), OCI_LAYER)
 
 
 @dataclass
@@ -360,13 +364,11 @@ class Interchange:
     def _ingest(self, f: IO[bytes], name: str, lease: str) -> tuple[Digest, int]:
         w = self.content.writer(f"load-{uuid.uuid4().hex}")
         try:
-            h = hashlib.sha256()
             size = 0
             while chunk := f.read(_CHUNK):
-                h.update(chunk)
                 w.write(chunk)
                 size += len(chunk)
-            digest = Digest("sha256", h.hexdigest())
+            digest = w.digest()
             if name.startswith("blobs/sha256/") and posixpath.basename(name) != digest.hex:
                 raise InvalidArgument(f"load: archive entry {name!r}: content has digest "
                                       f"{digest}, not the one its name says")
@@ -527,16 +529,17 @@ class Interchange:
             tar = self._open_import(stream)
             w = self.content.writer(f"import-{uuid.uuid4().hex}")
             try:
-                h = hashlib.sha256()
                 size = 0
                 try:
                     while chunk := tar.read(_CHUNK):
-                        h.update(chunk)
                         w.write(chunk)
                         size += len(chunk)
-                except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
-                    raise InvalidArgument(f"import: cannot decompress the input: {exc}") from exc
-                digest = Digest("sha256", h.hexdigest())
+                except SkiffError:
+                    raise
+                except Exception as exc:  # each decompressor library has its own error types
+                    raise InvalidArgument(f"import: cannot decompress the input: "
+                                          f"{type(exc).__name__}: {exc}") from exc
+                digest = w.digest()
                 self.metadata.add_lease_content(lease, digest)
                 w.commit(digest, size)
             except BaseException:
@@ -565,19 +568,8 @@ class Interchange:
             self.metadata.delete_lease(lease)
 
     def _open_import(self, stream: BinaryIO) -> BinaryIO:
-        # peek() needs a buffered reader; any readable binary stream can be wrapped in one
-        buffered = io.BufferedReader(cast("io.RawIOBase", stream), buffer_size=_CHUNK)
-        head = buffered.peek(8)[:8]
-        src = cast(BinaryIO, buffered)
-        if head.startswith(_GZIP_MAGIC):
-            return cast(BinaryIO, gzip.GzipFile(fileobj=src, mode="rb"))
-        if head.startswith(_BZ2_MAGIC):
-            return cast(BinaryIO, bz2.BZ2File(src, "rb"))
-        if head.startswith(_XZ_MAGIC):
-            return cast(BinaryIO, lzma.LZMAFile(src, "rb"))
-        if head.startswith(_ZSTD_MAGIC):
-            return self.decompress(src, OCI_LAYER_ZSTD)
-        return src
+        # any compression docker import takes; the decompressor sniffs the magic bytes
+        return self.decompress(stream, "")
 
     def _check_tar(self, digest: Digest) -> None:
         """Refuse input that is not a tar at all (hostile entries are the unpacker's job)."""

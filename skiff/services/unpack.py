@@ -13,16 +13,14 @@ Works over core protocols only; the applier (the tar diff plugin) is passed in.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from skiff.core.content import ContentStore, Descriptor, Digest
 from skiff.core.diff import Applier, BytesProgress
 from skiff.core.images import chain_ids
+from skiff.core.progress import LayerProgress
 from skiff.core.snapshots import Kind, Snapshotter
 from skiff.errors import Conflict, InvalidArgument, NotFound, SkiffError
-
-LayerProgress = Callable[[Descriptor, int], None]
-"""``(layer, compressed bytes consumed so far)``: the pull service turns it into "Extracting"."""
 
 DIFF_ID_LABEL = "skiff.snapshot.diff-id"
 LAYER_LABEL = "skiff.snapshot.layer-digest"

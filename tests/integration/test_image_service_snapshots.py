@@ -17,6 +17,7 @@ import pytest
 from skiff.core.images import chain_ids
 from skiff.core.reference import parse_reference
 from skiff.core.snapshots import Kind, Snapshotter
+from skiff.devtools.images import tar_tree
 from skiff.errors import InvalidArgument
 from skiff.plugins.content.local import LocalContentStore
 from skiff.plugins.diff.tar import TarDiffer
@@ -26,14 +27,6 @@ from skiff.plugins.snapshots.overlay import OverlaySnapshotter, overlay_supporte
 from skiff.services.images import Image, ImageService
 from skiff.services.interchange import Interchange
 from skiff.services.unpack import Unpacker
-
-
-def tar_dir(src: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for entry in sorted(src.iterdir()):
-            tf.add(entry, arcname=entry.name, recursive=True)
-    return buf.getvalue()
 
 
 def small_tar(files: dict[str, bytes]) -> bytes:
@@ -83,7 +76,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
 
 
 def test_sizes_gc_and_shared_layers(world: World, busybox_rootfs: Path) -> None:
-    base = world.x.import_rootfs(io.BytesIO(tar_dir(busybox_rootfs)),
+    base = world.x.import_rootfs(io.BytesIO(tar_tree(busybox_rootfs)),
                                  names=[parse_reference("bb:1")])
     # a second image: busybox's layer plus one of its own
     extra = small_tar({"etc/app.conf": b"x" * 50_000})
@@ -133,9 +126,9 @@ def test_load_unpacks_and_refuses_hostile_layers(world: World, tmp_path: Path) -
     good = small_tar({"etc/hostname": b"skiff\n"})
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
-        info = tarfile.TarInfo("../../../escaped-by-layer")
-        info.size = 4
-        tf.addfile(info, io.BytesIO(b"evil"))
+        entry = tarfile.TarInfo("../../../escaped-by-layer")
+        entry.size = 4
+        tf.addfile(entry, io.BytesIO(b"evil"))
     evil = buf.getvalue()
     src = World(tmp_path / "src", "copy")
     imgs = {}

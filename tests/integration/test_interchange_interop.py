@@ -9,27 +9,28 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import signal
 import subprocess
 import tarfile
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from skiff.core.reference import parse_reference
+from skiff.devtools.images import (
+    Dockerd,
+    DockerdUnavailable,
+    ToolMissing,
+    private_dockerd,
+    tar_tree,
+)
 from skiff.plugins.content.local import LocalContentStore
 from skiff.plugins.metadata.sqlite import SqliteMetadata
 from skiff.services.images import Image, ImageService
 from skiff.services.interchange import Interchange
 
 SKOPEO = shutil.which("skopeo")
-DOCKERD = shutil.which("dockerd")
-DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else shutil.which("docker")
 
 
 class Store:
@@ -49,17 +50,9 @@ class Store:
             return self.x.load(f).messages
 
 
-def tar_dir(src: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for entry in sorted(src.iterdir()):
-            tf.add(entry, arcname=entry.name, recursive=True)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def rootfs_tar(busybox_rootfs: Path) -> bytes:
-    return tar_dir(busybox_rootfs)
+    return tar_tree(busybox_rootfs)
 
 
 @pytest.fixture
@@ -130,94 +123,13 @@ def test_we_load_what_skopeo_writes(store: Store, busybox_image: Image, tmp_path
 # --- docker -----------------------------------------------------------------------------------
 
 
-class Dockerd:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.sock = root / "d.sock"
-        self.env = dict(os.environ, DOCKER_HOST=f"unix://{self.sock}")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = root / "dockerd.log"
-
-    def start(self) -> str | None:
-        """Start; return None, or why it cannot run here (for the skip reason)."""
-        assert DOCKERD is not None
-        cfg = self.root / "daemon.json"
-        # the trust key would otherwise be written to /etc/docker/key.json
-        cfg.write_text(json.dumps({"deprecated-key-path": str(self.root / "key.json")}))
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [DOCKERD, "--config-file", str(cfg), "--data-root", str(self.root / "data"),
-                 "--exec-root", str(self.root / "exec"), "-H", f"unix://{self.sock}",
-                 "--pidfile", str(self.root / "d.pid"), "--bridge=none", "--iptables=false",
-                 "--ip-masq=false", "--ip6tables=false", "--storage-driver=vfs"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return f"dockerd exited with {self.proc.returncode}: {self.log.read_text()[-600:]}"
-            if self.sock.exists() and subprocess.run(
-                    [DOCKER or "docker", "version"], env=self.env, capture_output=True,
-                    timeout=30).returncode == 0:
-                return None
-            time.sleep(0.3)
-        return f"dockerd did not answer within 60s: {self.log.read_text()[-600:]}"
-
-    def docker(self, *args: str, stdin: bytes | None = None) -> bytes:
-        proc = subprocess.run([DOCKER or "docker", *args], env=self.env, input=stdin,
-                              capture_output=True, timeout=180)
-        assert proc.returncode == 0, f"docker {args}: {proc.stderr.decode()}"
-        return proc.stdout
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        # its managed containerd shuts down with it; make sure, by process group
-        try:
-            os.killpg(self.proc.pid, 0)
-        except ProcessLookupError:
-            pass
-        else:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def _mounts() -> list[str]:
-    with open("/proc/mounts") as f:
-        return [line.split()[1] for line in f]
-
-
 @pytest.fixture(scope="module")
 def dockerd() -> Iterator[Dockerd]:
-    if DOCKERD is None or DOCKER is None:
-        pytest.skip("dockerd/docker not installed (apt install docker.io)")
-    run_docker_existed = os.path.exists("/run/docker")
-    root = Path(tempfile.mkdtemp(prefix="skdk", dir="/tmp"))  # short: unix socket paths
-    d = Dockerd(root)
     try:
-        why = d.start()
-        if why is not None:
-            pytest.skip(f"cannot start a private dockerd here: {why}")
-        yield d
-    finally:
-        d.stop()
-        mounts = [m for m in _mounts() if str(root) in m]
-        for m in reversed(mounts):
-            subprocess.run(["umount", "-l", m], check=False)
-        shutil.rmtree(root, ignore_errors=True)
-        if not run_docker_existed:
-            # dockerd insists on /run/docker/plugins; remove what it created for us
-            for p in ("/run/docker/plugins", "/run/docker"):
-                try:
-                    os.rmdir(p)
-                except OSError:
-                    pass
-        assert not [m for m in _mounts() if str(root) in m]
+        with private_dockerd() as d:
+            yield d
+    except (ToolMissing, DockerdUnavailable) as exc:
+        pytest.skip(str(exc))
 
 
 def derived_image(store: Store, base: Image) -> Image:

@@ -15,22 +15,22 @@ import pytest
 
 from skiff.core.content import Descriptor, Digest
 from skiff.core.images import Platform
-from skiff.core.progress import Message
+from skiff.core.progress import LayerProgress, Message
 from skiff.core.reference import parse_reference
+from skiff.devtools.images import (
+    BuiltImage,
+    Registry,
+    build_image,
+    skopeo_push,
+)
 from skiff.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from skiff.plugins.content.local import LocalContentStore
 from skiff.plugins.metadata.sqlite import SqliteMetadata
 from skiff.plugins.registry.client import HttpRegistryClient, RegistryConfig
 from skiff.plugins.registry.credentials import CredentialStore
-from skiff.services.distribution import SOURCE_LABEL, LayerProgress, pull
-from tests.integration.test_registry_client import (
-    BuiltImage,
-    Registry,
-    auth_registry,
-    build_image,
-    registry,
-    skopeo_push,
-)
+from skiff.services.distribution import SOURCE_LABEL, pull
+from skiff.services.images import ImageService
+from tests.integration.test_registry_client import auth_registry, registry
 
 __all__ = ["auth_registry", "registry"]  # fixtures used by this module
 
@@ -117,6 +117,40 @@ def test_pull_selects_platform_from_index(registry: Registry, tmp_path: Path,
         amd = pull(ref, client=client, content=content, metadata=meta)  # default linux/amd64
         assert amd.config.architecture == "amd64"
         assert amd.fetched_bytes == len(amd.config.raw)  # layers shared: only the config is new
+
+
+def test_tag_moved_by_a_pull_keeps_the_old_image_dangling(
+        registry: Registry, tmp_path: Path,
+        stores: tuple[LocalContentStore, SqliteMetadata]) -> None:
+    """docker pull of a tag that now names another image: the old one stays as <none>."""
+    content, meta = stores
+    images = ImageService(content, meta)
+    ref = parse_reference(f"{registry.host}/pull/moving:latest")
+    old_img = build_image(tmp_path / "old", [{"etc/version": b"1\n"}])
+    new_img = build_image(tmp_path / "new", [{"etc/version": b"2\n"}])
+    with HttpRegistryClient() as client:
+        skopeo_push(old_img, registry, "pull/moving")
+        first = pull(ref, client=client, content=content, metadata=meta)
+        skopeo_push(new_img, registry, "pull/moving")
+        second = pull(ref, client=client, content=content, metadata=meta)
+    old_id, new_id = first.manifest.digest, second.manifest.digest
+    assert old_id != new_id
+    old = images.get(str(Digest.from_bytes(old_img.config)))
+    assert old.dangling and old.repo_tags == [] and old.repo_digests == []
+    new = images.get(str(ref))
+    assert new.id == Digest.from_bytes(new_img.config)
+    assert new.repo_digests == [f"{ref.familiar_name()}@{new_img.manifest_digest}"]
+    assert not second.up_to_date
+    # GC keeps the dangling image's blobs; image prune is what removes them
+    meta.gc(content)
+    assert content.exists(Digest.from_bytes(old_img.layers[0]))
+    assert content.exists(old_id)
+    pruned = images.prune()
+    assert pruned["ImagesDeleted"] == [{"Deleted": str(old.id)}]
+    assert not content.exists(Digest.from_bytes(old_img.layers[0]))
+    assert not content.exists(old_id)
+    assert content.exists(Digest.from_bytes(new_img.layers[0]))
+    assert [i.id for i in images.images()] == [new.id]
 
 
 def test_pull_by_digest_and_unknown_tag(registry: Registry, five_layers: BuiltImage,

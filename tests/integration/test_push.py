@@ -13,22 +13,21 @@ from skiff.core.content import Descriptor, Digest
 from skiff.core.progress import Message
 from skiff.core.reference import parse_reference
 from skiff.core.registry import Repository
+from skiff.devtools.images import (
+    BuiltImage,
+    Registry,
+    build_image,
+    skopeo,
+    skopeo_push,
+    skopeo_raw_manifest,
+)
 from skiff.errors import NotFound, PermissionDenied
 from skiff.plugins.content.local import LocalContentStore
 from skiff.plugins.metadata.sqlite import SqliteMetadata
 from skiff.plugins.registry.client import HttpRegistryClient
 from skiff.plugins.registry.credentials import CredentialStore
 from skiff.services.distribution import SOURCE_LABEL, pull, push
-from tests.integration.test_registry_client import (
-    BuiltImage,
-    Registry,
-    auth_registry,
-    build_image,
-    registry,
-    skopeo,
-    skopeo_push,
-    skopeo_raw_manifest,
-)
+from tests.integration.test_registry_client import auth_registry, registry
 
 __all__ = ["auth_registry", "registry"]  # fixtures used by this module
 

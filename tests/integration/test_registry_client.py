@@ -1,26 +1,16 @@
 """The registry client against a real peer: Debian's docker-registry (distribution 2.8).
 
-This module also holds the registry fixtures and the OCI-layout image builder that
-test_pull.py and test_push.py import: a docker-registry on 127.0.0.1:<free port> with its own
-config and a temp storage dir, with and without htpasswd (bcrypt) auth, images put in with
-skopeo from locally built layers (busybox), never the internet.
+The peers themselves (docker-registry on 127.0.0.1:<free port>, the OCI-layout image builder,
+skopeo) live in ``skiff.devtools.images``; this module holds the registry fixtures that
+test_pull.py and test_push.py import: a registry with and without htpasswd (bcrypt) auth,
+images put in with skopeo from locally built layers (busybox), never the internet.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
-import shutil
-import socket
-import subprocess
-import tarfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,88 +18,33 @@ import pytest
 from skiff.core.content import Descriptor, Digest
 from skiff.core.images import Manifest, parse_manifest
 from skiff.core.registry import PushOutcome, Repository
+from skiff.devtools.images import (
+    BuiltImage,
+    Registry,
+    ToolMissing,
+    build_image,
+    free_port,
+    skopeo,
+    skopeo_push,
+    skopeo_raw_manifest,
+    start_auth_registry,
+    start_registry,
+    stop_registry,
+)
 from skiff.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from skiff.plugins.content.local import LocalContentStore
 from skiff.plugins.registry.client import HttpRegistryClient, RegistryConfig, login, logout
 from skiff.plugins.registry.credentials import Credentials, CredentialStore
 
-REGISTRY_BIN = "/usr/bin/docker-registry"
 USER, PASSWORD = "skiffer", "s3cret-pw"
-
-
-def _need(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.skip(f"{binary} is not installed (apt-get install docker-registry skopeo apache2-utils)")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Registry:
-    host: str  # "127.0.0.1:port"
-    root: Path
-    proc: subprocess.Popen[bytes]
-    creds: Credentials | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-
-def start_registry(workdir: Path, auth: dict[str, object] | None = None,
-                   creds: Credentials | None = None) -> Registry:
-    _need(REGISTRY_BIN)
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    storage = workdir / "storage"
-    storage.mkdir()
-    config: dict[str, object] = {
-        "version": 0.1,
-        "log": {"level": "error", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}"},
-    }
-    if auth:
-        config["auth"] = auth
-    cfg = workdir / "config.yml"
-    cfg.write_text(json.dumps(config))  # YAML is a superset of JSON
-    log = open(workdir / "registry.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(cfg)], stdout=log, stderr=log)
-    log.close()
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
-            break
-        except urllib.error.HTTPError:
-            break  # 401: up, wants auth
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("docker-registry did not start: "
-                                   + (workdir / "registry.log").read_text()) from None
-            time.sleep(0.05)
-    return Registry(f"127.0.0.1:{port}", workdir, proc, creds)
-
-
-def stop_registry(reg: Registry) -> None:
-    reg.proc.terminate()
-    try:
-        reg.proc.wait(10)
-    except subprocess.TimeoutExpired:
-        reg.proc.kill()
-        reg.proc.wait()
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    reg = start_registry(tmp_path_factory.mktemp("registry"))
+    try:
+        reg = start_registry(tmp_path_factory.mktemp("registry"))
+    except ToolMissing as exc:
+        pytest.skip(str(exc))
     yield reg
     stop_registry(reg)
     assert reg.proc.poll() is not None
@@ -117,142 +52,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 
 @pytest.fixture(scope="module")
 def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    htpasswd = _need("htpasswd")
-    work = tmp_path_factory.mktemp("auth-registry")
-    line = subprocess.run([htpasswd, "-Bbn", USER, PASSWORD], check=True,
-                          capture_output=True).stdout
-    (work / "htpasswd").write_bytes(line)
-    reg = start_registry(work, {"htpasswd": {"realm": "skiff-test",
-                                             "path": str(work / "htpasswd")}},
-                         Credentials(USER, PASSWORD))
+    try:
+        reg = start_auth_registry(tmp_path_factory.mktemp("auth-registry"), USER, PASSWORD)
+    except ToolMissing as exc:
+        pytest.skip(str(exc))
     yield reg
     stop_registry(reg)
-
-
-# --- images, built locally --------------------------------------------------------------
-
-
-def tar_gz(files: dict[str, bytes], *, from_dir: Path | None = None) -> tuple[bytes, bytes]:
-    """(tar, gzip'd tar) of a layer: ``files`` (name -> content) plus, if given, a directory tree."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        if from_dir is not None:
-            for entry in sorted(from_dir.iterdir()):
-                tf.add(entry, arcname=entry.name)
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = 1700000000
-            tf.addfile(info, io.BytesIO(data))
-    return raw.getvalue(), gzip.compress(raw.getvalue(), compresslevel=1, mtime=0)
-
-
-@dataclass
-class BuiltImage:
-    layout: Path  # an OCI image layout dir with the image tagged "latest"
-    layers: list[bytes]  # compressed layer blobs
-    config: bytes
-    manifest: bytes
-
-    @property
-    def manifest_digest(self) -> Digest:
-        return Digest.from_bytes(self.manifest)
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(len(b) for b in self.layers)
-
-
-def _put_blob(layout: Path, data: bytes) -> Digest:
-    d = Digest.from_bytes(data)
-    path = layout / "blobs" / "sha256" / d.hex
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return d
-
-
-def build_image(layout: Path, layer_files: list[dict[str, bytes]], *,
-                rootfs: Path | None = None, arch: str = "amd64",
-                platforms: list[str] | None = None) -> BuiltImage:
-    """Write an OCI layout with one image (or an index of ``platforms`` images) tagged latest.
-
-    The first layer holds ``rootfs`` (busybox) when given; each dict in ``layer_files`` is one
-    more layer. With ``platforms``, every platform gets its own config (so its own digest) over
-    the same layers, and ``latest`` names the index.
-    """
-    layout.mkdir(parents=True, exist_ok=True)
-    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    raws_gz = []
-    if rootfs is not None:
-        raws_gz.append(tar_gz({}, from_dir=rootfs))
-    raws_gz.extend(tar_gz(files) for files in layer_files)
-    diff_ids = [str(Digest.from_bytes(raw)) for raw, _ in raws_gz]
-    layers = [gz for _, gz in raws_gz]
-    layer_descs = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": str(_put_blob(layout, gz)), "size": len(gz)} for gz in layers]
-
-    def one(arch_: str) -> tuple[bytes, bytes]:
-        config = json.dumps({
-            "architecture": arch_, "os": "linux",
-            "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "history": [{"created_by": f"layer {i}"} for i in range(len(layers))],
-        }).encode()
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": str(_put_blob(layout, config)), "size": len(config)},
-            "layers": layer_descs,
-        }).encode()
-        _put_blob(layout, manifest)
-        return config, manifest
-
-    if platforms:
-        entries = []
-        first: tuple[bytes, bytes] | None = None
-        for plat in platforms:
-            config, manifest = one(plat.split("/")[1])
-            first = first or (config, manifest)
-            entries.append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                            "digest": str(Digest.from_bytes(manifest)), "size": len(manifest),
-                            "platform": {"os": "linux", "architecture": plat.split("/")[1]}})
-        index = json.dumps({"schemaVersion": 2,
-                            "mediaType": "application/vnd.oci.image.index.v1+json",
-                            "manifests": entries}).encode()
-        top = {"mediaType": "application/vnd.oci.image.index.v1+json",
-               "digest": str(_put_blob(layout, index)), "size": len(index)}
-        assert first is not None
-        config, manifest = first
-    else:
-        config, manifest = one(arch)
-        top = {"mediaType": "application/vnd.oci.image.manifest.v1+json",
-               "digest": str(Digest.from_bytes(manifest)), "size": len(manifest)}
-    top["annotations"] = {"org.opencontainers.image.ref.name": "latest"}
-    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
-    return BuiltImage(layout, layers, config, manifest)
-
-
-def skopeo(*args: str) -> subprocess.CompletedProcess[bytes]:
-    exe = _need("skopeo")
-    proc = subprocess.run([exe, "--insecure-policy", *args], capture_output=True, timeout=120)
-    if proc.returncode != 0:
-        raise AssertionError(f"skopeo {' '.join(args)} failed: {proc.stderr.decode()}")
-    return proc
-
-
-def skopeo_push(image: BuiltImage, reg: Registry, repo: str, tag: str = "latest") -> None:
-    args = ["copy", "--all", "--dest-tls-verify=false"]
-    if reg.creds:
-        args += ["--dest-creds", f"{reg.creds.username}:{reg.creds.password}"]
-    skopeo(*args, f"oci:{image.layout}:latest", f"docker://{reg.host}/{repo}:{tag}")
-
-
-def skopeo_raw_manifest(reg: Registry, repo: str, tag: str) -> bytes:
-    args = ["inspect", "--raw", "--tls-verify=false"]
-    if reg.creds:
-        args += ["--creds", f"{reg.creds.username}:{reg.creds.password}"]
-    return skopeo(*args, f"docker://{reg.host}/{repo}:{tag}").stdout
+    assert reg.proc.poll() is not None
 
 
 @pytest.fixture(scope="module")

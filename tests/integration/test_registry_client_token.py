@@ -23,6 +23,13 @@ import pytest
 
 from skiff.core.content import Descriptor, Digest
 from skiff.core.reference import parse_reference
+from skiff.devtools.images import (
+    BuiltImage,
+    Registry,
+    build_image,
+    start_registry,
+    stop_registry,
+)
 from skiff.errors import PermissionDenied
 from skiff.plugins.content.local import LocalContentStore
 from skiff.plugins.metadata.sqlite import SqliteMetadata
@@ -30,13 +37,6 @@ from skiff.plugins.registry.auth import basic_header
 from skiff.plugins.registry.client import HttpRegistryClient
 from skiff.plugins.registry.credentials import Credentials
 from skiff.services.distribution import pull, push
-from tests.integration.test_registry_client import (
-    BuiltImage,
-    Registry,
-    build_image,
-    start_registry,
-    stop_registry,
-)
 
 ISSUER, SERVICE = "skiff-test-issuer", "skiff-test-registry"
 USER, PASSWORD = "tokenuser", "tokenpw"

@@ -400,6 +400,25 @@ def test_hooks_run_at_each_point_with_state(runtime: RuntimeDriver, make_bundle:
     assert json.loads(entries[0][1])["pid"] > 0
 
 
+def test_hooks_and_seccomp_together(runtime: RuntimeDriver, make_bundle: Bundle,
+                                    tmp_path: Path) -> None:
+    # Docker's specs always carry both: a prestart hook and a seccomp profile.
+    from skiff.runtime.seccomp import default_profile
+
+    log = tmp_path / "hook.log"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ncat > {log}\n")
+    hook.chmod(0o755)
+    b = make_bundle(["sh", "-c", "grep Seccomp: /proc/self/status"])
+    cfg = read_config(b)
+    cfg["hooks"] = {"prestart": [{"path": str(hook)}]}
+    cfg["linux"]["seccomp"] = default_profile(cfg["process"]["capabilities"]["bounding"])
+    write_config(b, cfg)
+    res = runtime("run", "--bundle", str(b), new_id("hookseccomp"))
+    assert res.out.split() == ["Seccomp:", "2"]
+    assert json.loads(log.read_text())["status"] == "creating"
+
+
 def test_failing_create_hook_leaves_nothing(runtime: RuntimeDriver, make_bundle: Bundle) -> None:
     cid = new_id("badhook")
     b = make_bundle(["true"])

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import stat
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from skiff.core.content import Descriptor, Digest
+from skiff.devtools.images import tar_tree
 from skiff.plugins.content.local import LocalContentStore
 from skiff.plugins.diff.tar import TarDiffer
 from skiff.plugins.snapshots import mount as mnt
@@ -52,18 +51,11 @@ def _put(content: LocalContentStore, raw: bytes) -> tuple[Descriptor, Digest]:
     return Descriptor(GZIP, info.digest, info.size), Digest.from_bytes(raw)
 
 
-def _busybox_layer(rootfs: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.add(str(rootfs), arcname=".")
-    return buf.getvalue()
-
-
 def test_busybox_image_runs_from_unpacked_layers(snapshotter: DirSnapshotter, target: str,
                                                  tmp_path: Path, busybox_rootfs: Path) -> None:
     content = LocalContentStore(str(tmp_path / "content"))
     layers = [
-        _put(content, _busybox_layer(busybox_rootfs)),
+        _put(content, tar_tree(busybox_rootfs)),
         _put(content, make_tar([E("etc", "dir", mode=0o755),
                                 E("etc/motd", data=b"hello from layer 2\n"),
                                 E("dev", "dir", mode=0o755), E("dev/null", "char", dev=(1, 3), mode=0o666),

@@ -80,6 +80,7 @@ def test_writer_commit(store: ContentStore) -> None:
     w.write(b"abc")
     w.write(b"def")
     assert w.offset == 6
+    assert w.digest() == sha(b"abcdef")  # what load/import commit under, without hashing twice
     assert not store.exists(sha(b"abcdef"))  # invisible until commit
     info = w.commit(sha(b"abcdef"), 6)
     assert info.size == 6
@@ -121,7 +122,9 @@ def test_resume_after_close(factory: Callable[[], ContentStore]) -> None:
     store2 = factory()
     w2 = store2.writer("resume-me")
     assert w2.offset == 123_456
+    assert w2.digest() == sha(data[:123_456])  # the resumed prefix counts
     w2.write(data[123_456:])
+    assert w2.digest() == sha(data)
     assert w2.commit(sha(data), len(data)).size == len(data)
     assert store2.read(sha(data)) == data
 

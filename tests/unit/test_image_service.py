@@ -132,6 +132,24 @@ def test_repo_digests_of_pulled_images(w: World) -> None:
     assert w.svc.inspect(str(iid))["RepoDigests"] == [f"repo@{rec.target.digest}"]
 
 
+def test_moving_a_pulled_name_drops_its_source(w: World) -> None:
+    """The source label describes the image that was pulled, not the name: a tag moved onto
+    a local image must not claim a RepoDigest for it (nor keep one for the old target)."""
+    pulled = w.image(["repo:t"], [w.layer({"f": b"1"})])
+    rec = w.meta.get_image("docker.io/library/repo:t")
+    w.meta.put_image(rec.name, rec.target, {PULL_SOURCE_LABEL: "docker.io/library/repo"})
+    local = w.image(["local:1"], [w.layer({"f": b"2"})])
+    w.svc.tag("local:1", "repo:t")
+    assert w.svc.inspect("repo:t")["Id"] == str(local)
+    assert w.svc.inspect("repo:t")["RepoDigests"] == []
+    assert w.meta.get_image("docker.io/library/repo:t").labels == {}
+    assert w.svc.inspect(str(pulled))["RepoTags"] == []  # kept, dangling
+    # re-pointing a name at the target it already has keeps its labels
+    w.meta.put_image(rec.name, w.meta.get_image(rec.name).target, {"k": "v"})
+    w.svc.tag("local:1", "repo:t")
+    assert w.meta.get_image("docker.io/library/repo:t").labels == {"k": "v"}
+
+
 def test_ambiguous_short_id(w: World) -> None:
     ids = [w.image([f"img{i}:1"], [w.layer({"f": str(i).encode()})], cmd=str(i))
            for i in range(40)]
@@ -162,7 +180,7 @@ def test_inspect(w: World) -> None:
 
 def test_history(w: World) -> None:
     l1, l2 = w.layer({"a": b"1" * 10}), w.layer({"b": b"2" * 20})
-    hist = [
+    hist: list[dict[str, Any]] = [
         {"created": "2024-01-01T00:00:00Z", "created_by": "ADD rootfs /"},
         {"created": "2024-01-02T00:00:00Z", "created_by": "ENV X=1", "empty_layer": True},
         {"created": "2024-01-03T00:00:00Z", "created_by": "RUN build", "comment": "c"},

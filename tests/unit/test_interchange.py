@@ -152,7 +152,7 @@ def legacy_archive(cfg_raw: bytes, layers: list[bytes], tags: list[str],
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
 
-        paths = []
+        paths: list[str] = []
         for i, layer in enumerate(layers):
             lid = hashlib.sha256(f"v1-{i}".encode()).hexdigest()
             d = tarfile.TarInfo(lid)

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,9 @@ def content(tmp_path: Path) -> LocalContentStore:
 
 
 @pytest.fixture
-def meta(tmp_path: Path) -> SqliteMetadata:
+def meta(tmp_path: Path) -> Iterator[SqliteMetadata]:
     m = SqliteMetadata(str(tmp_path / "metadata.db"))
-    yield m  # type: ignore[misc]
+    yield m
     m.close()
 
 

@@ -101,6 +101,9 @@ class LocalWriter:
         self._hash.update(data)
         self._offset += len(data)
 
+    def digest(self) -> Digest:
+        return Digest("sha256", self._hash.hexdigest())
+
     def truncate(self, size: int) -> None:
         """Drop bytes past ``size`` (a server may resume at an earlier offset than we have)."""
         if size > self._offset or size < 0:

@@ -1,8 +1,7 @@
 """Layer decompression: gzip (ISA-L when installed), zstd, bzip2, xz or plain tar.
 
-The magic bytes decide, not the media type: registries and old tools mislabel layers (a
-"tar+gzip" layer that is plain tar is common with hand-made images), and the bytes cannot lie.
-The media type only matters when the stream is empty or too short to sniff.
+The magic bytes decide, not the media type (``skiff.core.compression.sniff``, shared with the
+interchange service); the media type only matters when the stream is empty or too short.
 """
 
 from __future__ import annotations
@@ -10,14 +9,20 @@ from __future__ import annotations
 import io
 from typing import BinaryIO, cast
 
+from skiff.core.compression import (
+    BZIP2_MAGIC,
+    GZIP_MAGIC,
+    SNIFF_BYTES,
+    XZ_MAGIC,
+    ZSTD_MAGIC,
+    sniff,
+)
 from skiff.errors import InvalidArgument, Unavailable
 
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-BZIP2_MAGIC = b"BZh"
-XZ_MAGIC = b"\xfd7zXZ\x00"
+__all__ = ["BZIP2_MAGIC", "GZIP_MAGIC", "XZ_MAGIC", "ZSTD_MAGIC", "open_compressor",
+           "open_layer", "sniff"]
 
-_SNIFF = 6
+_SNIFF = SNIFF_BYTES
 
 
 class _Prefixed(io.RawIOBase):
@@ -41,19 +46,6 @@ class _Prefixed(io.RawIOBase):
         n = len(data)
         buf[:n] = data
         return n
-
-
-def sniff(head: bytes) -> str:
-    """The compression named by the first bytes: gzip, zstd, bzip2, xz or none."""
-    if head.startswith(GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(ZSTD_MAGIC):
-        return "zstd"
-    if head.startswith(BZIP2_MAGIC):
-        return "bzip2"
-    if head.startswith(XZ_MAGIC):
-        return "xz"
-    return "none"
 
 
 def _read_head(fileobj: BinaryIO) -> bytes:

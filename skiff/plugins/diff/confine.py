@@ -12,48 +12,29 @@ relative to the parent's descriptor.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
 from collections.abc import Callable
 
 from skiff.errors import InvalidArgument, os_error
+from skiff.linux.openat2 import AT_FDCWD, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, openat2
 
-_SYS_OPENAT2 = 437  # same number on x86_64 and aarch64 (the unified syscall table)
-_RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_BENEATH = 0x08
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+_RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
 _have_openat2: bool | None = None
 
 
 def _openat2(dirfd: int, path: bytes, flags: int) -> int:
     """openat2 beneath ``dirfd``; raises OSError (ENOSYS where the kernel lacks it)."""
-    how = _OpenHow(flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
-    while True:
-        fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd), ctypes.c_char_p(path),
-                           ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
-        if fd >= 0:
-            return int(fd)
-        err = ctypes.get_errno()
-        if err in (errno.EAGAIN, errno.EINTR):  # EAGAIN: a concurrent rename; the kernel asks to retry
-            continue
-        raise OSError(err, os.strerror(err))
+    return openat2(dirfd, path, flags, _RESOLVE)
 
 
 def openat2_available() -> bool:
     global _have_openat2
     if _have_openat2 is None:
         try:
-            os.close(_openat2(-100, b".", _DIR_FLAGS))  # AT_FDCWD
+            os.close(_openat2(AT_FDCWD, b".", _DIR_FLAGS))
             _have_openat2 = True
         except OSError as exc:
             if exc.errno not in (errno.ENOSYS, errno.EPERM):  # EPERM: seccomp filters it

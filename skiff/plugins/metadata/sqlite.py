@@ -12,18 +12,18 @@ the collection began are spared as well, so a racing pull never loses a blob.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 from skiff.core.content import ContentStore, Descriptor, Digest
 from skiff.core.images import CONFIG_TYPES, chain_ids, children, parse_config
 from skiff.core.metadata import GCResult, ImageRecord, Lease, SnapshotCollector
-from skiff.errors import Conflict, InvalidArgument, NotFound, SkiffError, SystemFailure
+from skiff.errors import Conflict, InvalidArgument, NotFound, SkiffError
+from skiff.plugins.sqlite_db import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -56,46 +56,16 @@ _MAX_WALK_BLOB = 8 * 1024 * 1024
 class SqliteMetadata:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                       timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise SystemFailure(f"open metadata database {path}: {exc}") from exc
+        self._db = Database(path, _SCHEMA, "metadata")
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
-    @contextmanager
-    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction; BEGIN IMMEDIATE so concurrent writers queue instead of failing."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise SystemFailure(f"{what}: begin transaction on {self.path}: {exc}") from exc
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
-                raise SystemFailure(f"{what}: commit to {self.path}: {exc}") from exc
+    def _tx(self, what: str) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._db.tx(what)
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        with self._lock:
-            try:
-                return list(self._db.execute(sql, args).fetchall())
-            except sqlite3.Error as exc:
-                raise SystemFailure(f"query metadata {self.path}: {exc}") from exc
+        return self._db.query(sql, args)
 
     # --- images ----------------------------------------------------------------------------
 
@@ -207,7 +177,7 @@ class SqliteMetadata:
         return self._lease(rows[0])
 
     def list_leases(self) -> list[Lease]:
-        with self._lock:
+        with self._db.lock:  # the lease rows and their resources read consistently
             return [self._lease(r) for r in self._query(
                 "SELECT id, created, expires, labels FROM leases ORDER BY created")]
 

@@ -14,14 +14,14 @@ import json
 import os
 import shutil
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from skiff.core.snapshots import Kind, SnapshotInfo
-from skiff.errors import Conflict, InvalidArgument, NotFound, SkiffError, SystemFailure, os_error
+from skiff.errors import Conflict, InvalidArgument, NotFound, SkiffError, os_error
+from skiff.plugins.sqlite_db import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -77,35 +77,15 @@ class SnapshotStore:
             os.makedirs(self.dirs, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise os_error("create snapshot root", root, exc) from exc
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(os.path.join(root, "metadata.db"), isolation_level=None,
-                                   check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        self._db = Database(os.path.join(root, "metadata.db"), _SCHEMA, "snapshot metadata")
+        self._lock = self._db.lock
         self._collect_garbage()
 
     def close(self) -> None:
         self._db.close()
 
-    @contextlib.contextmanager
-    def _txn(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on any exception."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise SystemFailure(f"{what}: snapshot metadata: {exc}") from exc
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have ended it
-                    self._db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise SystemFailure(f"{what}: snapshot metadata: {exc}") from exc
-                raise
+    def _txn(self, what: str) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._db.tx(what)
 
     def dir_of(self, snapshot_id: int) -> str:
         return os.path.join(self.dirs, str(snapshot_id))
@@ -114,7 +94,7 @@ class SnapshotStore:
 
     def get(self, key: str) -> Row:
         with self._lock:
-            r = self._db.execute(_SELECT + " WHERE s.key = ?", (key,)).fetchone()
+            r = self._db.conn.execute(_SELECT + " WHERE s.key = ?", (key,)).fetchone()
         if r is None:
             raise NotFound(f"snapshot {key!r} not found")
         return _row(r)
@@ -133,11 +113,11 @@ class SnapshotStore:
              " FROM snapshots s JOIN chain c ON s.id = c.parent_id)"
              " SELECT id FROM chain WHERE depth > 0 ORDER BY depth")
         with self._lock:
-            return [int(r[0]) for r in self._db.execute(q, (snapshot_id,))]
+            return [int(r[0]) for r in self._db.conn.execute(q, (snapshot_id,))]
 
     def walk(self) -> Iterator[SnapshotInfo]:
         with self._lock:
-            rows = [_row(r) for r in self._db.execute(_SELECT + " ORDER BY s.id")]
+            rows = [_row(r) for r in self._db.conn.execute(_SELECT + " ORDER BY s.id")]
         for row in rows:
             yield row.info()
 
@@ -228,7 +208,7 @@ class SnapshotStore:
 
     def _collect_garbage(self) -> None:
         with self._lock:
-            ids = {str(r[0]) for r in self._db.execute("SELECT id FROM snapshots")}
+            ids = {str(r[0]) for r in self._db.conn.execute("SELECT id FROM snapshots")}
         for name in os.listdir(self.dirs):
             if name not in ids:
                 try:

@@ -194,7 +194,6 @@ def create(store: Store, cid: str, bundle: str, opts: CreateOptions) -> State:
                         no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds, userns=userns)
         init_pid, ch = _spawn(launch, cg, linux, proc.get("oomScoreAdj"))
         try:
-            _send_seccomp(ch, linux)
             ps = proc_stat(init_pid)
             st = State(id=cid, pid=init_pid, start_time=ps[1] if ps else 0, bundle=bundle,
                        rootfs=rootfs, created=now_rfc3339(), config=spec,
@@ -202,15 +201,18 @@ def create(store: Store, cid: str, bundle: str, opts: CreateOptions) -> State:
                        annotations=spec.get("annotations") or {},
                        namespace_paths=_namespace_paths(init_pid, linux),
                        systemd_cgroup=opts.systemd_cgroup)
-            msg = ch.recv("hooks", "ready")
-            if msg["type"] == "hooks":
+            # The order of messages to the init is fixed: hooks-done (if it has hooks), then
+            # the seccomp filter (if any); then it reports ready.
+            if spec.get("hooks"):
                 from skiff.runtime import hooks
 
+                ch.recv("hooks")
                 hook_state = st.oci(CREATING)
                 hooks.run(spec, "prestart", hook_state)
                 hooks.run(spec, "createRuntime", hook_state)
                 ch.send("hooks-done", state=st.oci(CREATED))
-                ch.recv("ready")
+            _send_seccomp(ch, linux)
+            ch.recv("ready")
         finally:
             ch.close()
         store.save(st)
