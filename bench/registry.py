@@ -41,7 +41,7 @@ from skiff.devtools.images import (
     start_registry,
     stop_registry,
 )
-from tests.integration.test_registry_server_support import (
+from skiff.devtools.registry import (
     start_skiff_registry,
     stop,
 )

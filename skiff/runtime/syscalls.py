@@ -12,6 +12,14 @@ from __future__ import annotations
 import ctypes
 import os
 
+# The one wrapper of openat2(2) is shared with the layer extractor; re-exported for the runtime.
+from skiff.linux.openat2 import RESOLVE_BENEATH as RESOLVE_BENEATH
+from skiff.linux.openat2 import RESOLVE_IN_ROOT as RESOLVE_IN_ROOT
+from skiff.linux.openat2 import RESOLVE_NO_MAGICLINKS as RESOLVE_NO_MAGICLINKS
+from skiff.linux.openat2 import RESOLVE_NO_SYMLINKS as RESOLVE_NO_SYMLINKS
+from skiff.linux.openat2 import RESOLVE_NO_XDEV as RESOLVE_NO_XDEV
+from skiff.linux.openat2 import openat2 as _openat2
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -75,7 +83,6 @@ SYS_CAPSET = 126
 SYS_PIVOT_ROOT = 155
 SYS_SECCOMP = 317
 SYS_PIDFD_OPEN = 434
-SYS_OPENAT2 = 437
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -186,28 +193,18 @@ def set_pdeathsig(sig: int) -> None:
     prctl(PR_SET_PDEATHSIG, sig)
 
 
-# openat2(2) resolve flags.
-RESOLVE_NO_XDEV = 0x01
-RESOLVE_NO_MAGICLINKS = 0x02
-RESOLVE_NO_SYMLINKS = 0x04
-RESOLVE_BENEATH = 0x08
-RESOLVE_IN_ROOT = 0x10
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
 
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
-    """openat2(2): open ``path`` relative to ``dirfd`` under the ``resolve`` restrictions.
+    """openat2(2) with O_CLOEXEC, and the path in the error.
 
     With RESOLVE_IN_ROOT every symlink and ``..`` is resolved as if ``dirfd`` were ``/``, which
     is how the runtime opens mount targets inside a container's rootfs without escaping it.
     """
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    return _check(libc().syscall(SYS_OPENAT2, dirfd, _b(path), ctypes.byref(how),
-                                 ctypes.sizeof(how)), "openat2", path)
+    try:
+        return _openat2(dirfd, path, flags | os.O_CLOEXEC, resolve, mode)
+    except OSError as exc:
+        raise OSError(exc.errno, f"openat2: {exc.strerror}", path) from None
 
 
 def personality(persona: int) -> int:

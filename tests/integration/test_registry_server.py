@@ -29,16 +29,16 @@ from skiff.devtools.images import (
     start_registry,
     stop_registry,
 )
+from skiff.devtools.registry import (
+    self_signed,
+    start_skiff_registry,
+    stop,
+)
 from skiff.plugins.content.local import LocalContentStore
 from skiff.plugins.metadata.sqlite import SqliteMetadata
 from skiff.plugins.registry.client import HttpRegistryClient
 from skiff.plugins.registry.credentials import Credentials
 from skiff.services.distribution import pull, push
-from tests.integration.test_registry_server_support import (
-    self_signed,
-    start_skiff_registry,
-    stop,
-)
 from tests.unit.test_registry_server_support import snapshot
 
 USER, PASSWORD = "skiffer", "s3cret-pw"

@@ -261,7 +261,8 @@ def test_exec_streams_wait_kill_and_errors(shims: Callable[..., Started],
     ex.sendall(b"echoed back\n")
     ex.shutdown(socket.SHUT_WR)  # stdin_once: the client's end closes the process's stdin
     frames = list(read_frames(ex))
-    assert (1, b"echoed back\n") in frames and (2, b"bye\n") in frames
+    assert b"".join(d for k, d in frames if k == 1) == b"echoed back\n"
+    assert b"".join(d for k, d in frames if k == 2) == b"bye\n"
     assert s.client.wait(exec_id="cat", timeout=10)["exit_code"] == 0
 
     pid = s.client.exec("five", {**PROC, "args": ["sh", "-c", "exit 5"]})

@@ -1,7 +1,4 @@
-"""Starting `skiff registry serve` as a real process for the peer tests (skopeo, docker).
-
-(Named test_*.py so it lives with the tests it serves; it holds no tests itself.)
-"""
+"""Starting `skiff registry serve` as a real process, for the peer tests and bench/registry.py."""
 
 from __future__ import annotations
 
