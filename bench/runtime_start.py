@@ -31,12 +31,15 @@ def run_once(cmd: list[str], bundle: Path, root: Path, name: str) -> float:
     return dt
 
 
-def measure(runtimes: dict[str, list[str]], bundle: Path, tmp: Path, n: int,
+def measure(runtimes: dict[str, list[str]], bundle: Path, tmp: Path, n: int, pause: float,
             warmup: int = 3) -> dict[str, list[float]]:
-    """Interleave the runtimes run by run, so that background load hits them alike."""
+    """Interleave the runtimes run by run, so that background load hits them alike, with a
+    pause before every run: a runtime must not inherit kernel state the previous one warmed
+    (cgroup v1's migration lock stays cheap for a few tens of ms after anyone used it)."""
     times: dict[str, list[float]] = {name: [] for name in runtimes}
     for i in range(n + warmup):
         for name, cmd in runtimes.items():
+            time.sleep(pause)
             dt = run_once(cmd, bundle, tmp / name, f"bench-{i}")
             if i >= warmup:
                 times[name].append(dt)
@@ -56,6 +59,7 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-n", type=int, default=30)
+    ap.add_argument("--pause", type=float, default=0.2, help="seconds of quiet before each run")
     args = ap.parse_args()
     runc = shutil.which("runc")
     ours = str(Path(sys.executable).parent / "skiff-runtime")
@@ -67,10 +71,10 @@ def main() -> None:
         runtimes = {"skiff-runtime": [ours]}
         if runc:
             runtimes["runc"] = [runc]
-        results = measure(runtimes, bundle, Path(tmp), args.n)
+        results = measure(runtimes, bundle, Path(tmp), args.n, args.pause)
     print(f"machine: {machine()}")
-    print(f"runs: {args.n} each, interleaved (after 3 warm-up rounds), busybox `true`, "
-          "`run --bundle`")
+    print(f"runs: {args.n} each, interleaved, {args.pause:g}s pause before each (after 3 "
+          "warm-up rounds), busybox `true`, `run --bundle`")
     for name, times in results.items():
         print(f"{name:>14}: median {statistics.median(times) * 1000:7.1f} ms  "
               f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f})")
