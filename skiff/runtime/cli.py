@@ -262,6 +262,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        # A system error no layer below translated: still one line, naming what failed.
+        where = f" ({exc.filename})" if exc.filename else ""
+        msg = f"{exc.strerror or exc}{where}"
+        if rt is not None:
+            rt.log("error", msg)
+        sys.stderr.write(f"skiff-runtime: {msg}\n")
+        return 1
 
 
 def _commands() -> Any:

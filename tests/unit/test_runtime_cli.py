@@ -188,3 +188,15 @@ def test_records_behave_like_dataclasses() -> None:
         hash(b)
     assert hash(_Pair(1, 2)) == hash(_Pair(1, 2))
     assert len({_Pair(1, 2), _Pair(1, 2), _Pair(2, 1)}) == 2
+
+
+def test_untranslated_system_errors_are_one_line(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    # --root under a regular file: every state operation fails with ENOTDIR.
+    for argv in (["--root", str(blocker / "root"), "list"], ["spec", "--bundle", str(blocker)]):
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("skiff-runtime: "), err
+        assert "Not a directory" in err and str(blocker) in err
