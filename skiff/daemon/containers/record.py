@@ -1,0 +1,159 @@
+"""A container's record, and the JSON shapes Docker's API gives it (inspect, list)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+CREATED, RUNNING, EXITED, DEAD = "created", "running", "exited", "dead"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _unix(text: str) -> float:
+    try:
+        return datetime.strptime(text[:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").replace(
+            tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _ago(seconds: float) -> str:
+    """Docker's HumanDuration, as ps shows it ("Up 3 seconds", "Exited (0) 2 minutes ago")."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    return f"{h // 24} days"
+
+
+@dataclass
+class Container:
+    id: str
+    name: str  # without Docker's leading "/"
+    image: str  # what the request named
+    image_id: str  # sha256:<config digest>
+    config: dict[str, Any]
+    host_config: dict[str, Any]
+    created: str = field(default_factory=now_rfc3339)
+    status: str = CREATED
+    pid: int = 0
+    exit_code: int = 0
+    oom_killed: bool = False
+    error: str = ""
+    started_at: str = ZERO_TIME
+    finished_at: str = ZERO_TIME
+    restart_count: int = 0
+    snapshot_key: str = ""
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, data: dict[str, Any]) -> Container:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def running(self) -> bool:
+        return self.status == RUNNING
+
+    @property
+    def tty(self) -> bool:
+        return bool(self.config.get("Tty"))
+
+    def command(self) -> list[str]:
+        entry = self.config.get("Entrypoint") or []
+        cmd = self.config.get("Cmd") or []
+        return [*(entry if isinstance(entry, list) else [entry]),
+                *(cmd if isinstance(cmd, list) else [cmd])]
+
+    def status_text(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        if self.status == RUNNING:
+            return f"Up {_ago(now - _unix(self.started_at))}"
+        if self.status == EXITED and self.finished_at != ZERO_TIME:
+            return f"Exited ({self.exit_code}) {_ago(now - _unix(self.finished_at))} ago"
+        if self.status == DEAD:
+            return "Dead"
+        return "Created"
+
+    def inspect(self, *, log_path: str, rootfs: str) -> dict[str, Any]:
+        """Docker's ``GET /containers/{id}/json``."""
+        args = self.command()
+        return {
+            "Id": self.id,
+            "Created": self.created,
+            "Path": args[0] if args else "",
+            "Args": args[1:],
+            "State": {
+                "Status": self.status,
+                "Running": self.status == RUNNING,
+                "Paused": False,
+                "Restarting": False,
+                "OOMKilled": self.oom_killed,
+                "Dead": self.status == DEAD,
+                "Pid": self.pid if self.status == RUNNING else 0,
+                "ExitCode": self.exit_code,
+                "Error": self.error,
+                "StartedAt": self.started_at,
+                "FinishedAt": self.finished_at,
+            },
+            "Image": self.image_id,
+            "ResolvConfPath": "",
+            "HostnamePath": "",
+            "HostsPath": "",
+            "LogPath": log_path,
+            "Name": "/" + self.name,
+            "RestartCount": self.restart_count,
+            "Driver": "overlay2",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": None,
+            "HostConfig": self.host_config,
+            "GraphDriver": {"Name": "overlay2", "Data": {"MergedDir": rootfs}},
+            "Mounts": [],
+            "Config": {**self.config, "Image": self.image},
+            "NetworkSettings": {"Networks": {}, "Ports": {}, "SandboxKey": "",
+                                "IPAddress": "", "Gateway": "", "MacAddress": ""},
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Docker's ``GET /containers/json`` entry."""
+        labels = self.config.get("Labels")
+        return {
+            "Id": self.id,
+            "Names": ["/" + self.name],
+            "Image": self.image,
+            "ImageID": self.image_id,
+            "Command": " ".join(self.command()),
+            "Created": int(_unix(self.created)),
+            "Ports": [],
+            "Labels": labels if isinstance(labels, dict) else {},
+            "State": self.status,
+            "Status": self.status_text(),
+            "HostConfig": {"NetworkMode": self.host_config.get("NetworkMode", "none")},
+            "NetworkSettings": {"Networks": {}},
+            "Mounts": [],
+        }

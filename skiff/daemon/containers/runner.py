@@ -1,0 +1,179 @@
+"""The container's I/O below the lifecycle: rootfs mounts, the bundle, and its shim.
+
+The daemon (not the shim or the runtime) mounts the snapshot at ``<bundle>/rootfs``: the
+spec then names a plain directory, so any runc-compatible runtime can run it. The shim is
+started when the container is *created* (the runtime's ``create``: the process exists but
+has not exec'd), so ``docker run``'s attach-before-start finds a shim to attach to and no
+output is lost. Everything here blocks; the manager calls it from worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from skiff.core.snapshots import Snapshotter
+from skiff.daemon.containers.record import Container
+from skiff.errors import InvalidArgument, SystemFailure, Unavailable, os_error
+from skiff.plugins.snapshots.mount import is_mountpoint, mount_all, unmount_all
+from skiff.services.spec import SpecInputs, build_spec, resolve_user
+from skiff.shim import exitfile
+from skiff.shim.client import ShimClient
+
+# Docker's default profile in moby's format, as skiff-runtime ships it
+_SECCOMP = str(resources.files("skiff.runtime") / "data" / "seccomp-default.json")
+
+
+@cache
+def _seccomp_profile() -> dict[str, Any]:
+    try:
+        with open(_SECCOMP, encoding="utf-8") as f:
+            profile: dict[str, Any] = json.load(f)
+    except OSError as exc:
+        raise os_error("read the default seccomp profile", _SECCOMP, exc) from exc
+    return profile
+
+
+def _kernel() -> tuple[int, int]:
+    parts = os.uname().release.split(".")
+    try:
+        return int(parts[0]), int(parts[1].split("-")[0])
+    except (IndexError, ValueError):
+        return (5, 0)
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where one daemon keeps things; short shim dirs keep socket paths under 108 bytes."""
+
+    data_root: str
+    exec_root: str
+
+    def bundle(self, cid: str) -> str:
+        return os.path.join(self.exec_root, "bundles", cid)
+
+    def rootfs(self, cid: str) -> str:
+        return os.path.join(self.bundle(cid), "rootfs")
+
+    def shim(self, cid: str) -> str:
+        return os.path.join(self.exec_root, "shims", cid[:12])
+
+    @property
+    def runtime_root(self) -> str:
+        return os.path.join(self.exec_root, "runtime")
+
+    def container_dir(self, cid: str) -> str:
+        return os.path.join(self.data_root, "containers", cid)
+
+    def log(self, cid: str) -> str:
+        return os.path.join(self.container_dir(cid), f"{cid}-json.log")
+
+
+class Runner:
+    def __init__(self, paths: Paths, snapshotter: Snapshotter, runtime: str) -> None:
+        self.paths = paths
+        self.snapshotter = snapshotter
+        self.runtime = runtime
+
+    def shim(self, cid: str, timeout: float | None = 30.0) -> ShimClient:
+        return ShimClient(self.paths.shim(cid), timeout=timeout)
+
+    # --- bring up ----------------------------------------------------------------------
+
+    def materialise(self, c: Container) -> None:
+        """Mount the rootfs, write the bundle, start the shim (runtime ``create``).
+
+        On failure everything this call made is taken down again.
+        """
+        bundle, rootfs = self.paths.bundle(c.id), self.paths.rootfs(c.id)
+        try:
+            os.makedirs(rootfs, exist_ok=True)
+            os.makedirs(self.paths.container_dir(c.id), exist_ok=True)
+            os.makedirs(os.path.dirname(self.paths.shim(c.id)), exist_ok=True)
+        except OSError as exc:
+            raise os_error("create bundle", bundle, exc) from exc
+        try:
+            if not is_mountpoint(rootfs):
+                mount_all(self.snapshotter.mounts(c.snapshot_key), rootfs)
+            spec = self._spec(c, rootfs)
+            with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as f:
+                json.dump(spec, f)
+            self._start_shim(c, bundle)
+        except BaseException:
+            self.teardown(c)
+            raise
+
+    def _spec(self, c: Container, rootfs: str) -> dict[str, Any]:
+        user = resolve_user(str(c.config.get("User") or ""),
+                            _read_text(os.path.join(rootfs, "etc", "passwd")),
+                            _read_text(os.path.join(rootfs, "etc", "group")),
+                            c.host_config.get("GroupAdd"))
+        inputs = SpecInputs(container_id=c.id, rootfs="rootfs", user=user,
+                            seccomp_profile=_seccomp_profile(), arch=os.uname().machine,
+                            kernel=_kernel(), ncpu=os.cpu_count())
+        return build_spec(c.config, c.host_config, inputs)
+
+    def _start_shim(self, c: Container, bundle: str) -> None:
+        argv = [sys.executable, "-m", "skiff.shim", "start", "--id", c.id, "--bundle", bundle,
+                "--state-dir", self.paths.shim(c.id), "--runtime", self.runtime,
+                "--runtime-root", self.paths.runtime_root, "--log-path", self.paths.log(c.id)]
+        if c.config.get("OpenStdin"):
+            argv.append("--stdin")
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SystemFailure(f"start shim for container {c.id}: {exc}") from exc
+        if res.returncode != 0:
+            message = res.stderr.strip() or f"start shim for container {c.id}: failed"
+            # the runtime's own wording for a bad request stays a client error
+            if "executable file not found" in message or "no such file" in message.lower():
+                raise InvalidArgument(message)
+            raise SystemFailure(message)
+
+    # --- take down ---------------------------------------------------------------------
+
+    def delete_shim(self, c: Container, force: bool = False) -> None:
+        """Runtime ``delete`` through the shim (which then exits); quiet if it is gone."""
+        state_dir = self.paths.shim(c.id)
+        if os.path.exists(state_dir):
+            try:
+                self.shim(c.id).delete(force=force)
+            except (Unavailable, SystemFailure, OSError):
+                # the shim is gone (killed): clean up behind it ourselves
+                subprocess.run([self.runtime, "--root", self.paths.runtime_root, "delete",
+                                "--force", c.id], capture_output=True, check=False, timeout=60)
+            shutil.rmtree(state_dir, ignore_errors=True)
+        else:
+            subprocess.run([self.runtime, "--root", self.paths.runtime_root, "delete",
+                            "--force", c.id], capture_output=True, check=False, timeout=60)
+
+    def teardown(self, c: Container) -> None:
+        """Unmount the rootfs and remove the bundle (the snapshot itself stays)."""
+        rootfs = self.paths.rootfs(c.id)
+        with contextlib.suppress(FileNotFoundError):
+            if is_mountpoint(rootfs):
+                unmount_all(rootfs, detach=True)
+        shutil.rmtree(self.paths.bundle(c.id), ignore_errors=True)
+
+    def exit_record(self, cid: str) -> dict[str, Any] | None:
+        """The shim's exit.json, for a container that exited while the daemon was away."""
+        return exitfile.read(self.paths.shim(cid))
+
+    def remove_files(self, c: Container) -> None:
+        shutil.rmtree(self.paths.container_dir(c.id), ignore_errors=True)

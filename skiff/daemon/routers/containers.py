@@ -1,0 +1,203 @@
+"""``/containers``: create, list, inspect, start, wait, attach, logs, kill, stop, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from skiff.daemon.containers.manager import NotModified
+from skiff.daemon.containers.record import Container
+from skiff.daemon.hijack import MULTIPLEXED_STREAM, RAW_STREAM, hijack, pipe
+from skiff.daemon.http import api_minor, json_body, json_response, qbool, qfilters, qint, route
+from skiff.errors import InvalidArgument
+from skiff.shim.logs import LogEntry
+
+_STREAM_IDS = {"stdout": 1, "stderr": 2}
+_FRAME = struct.Struct(">BxxxI")
+
+
+class ContainersBackend(Protocol):
+    async def create(self, body: Mapping[str, Any], name: str | None) -> Container: ...
+    def get(self, ref: str) -> Container: ...
+    def list(self, *, all: bool, filters: Mapping[str, Sequence[str]]) -> list[Container]: ...
+    async def start(self, ref: str) -> None: ...
+    async def stop(self, ref: str, timeout: int | None = None,
+                   signal: object = None) -> None: ...
+    async def kill(self, ref: str, signal: object = "SIGKILL") -> None: ...
+    async def remove(self, ref: str, *, force: bool = False) -> None: ...
+    async def resize(self, ref: str, height: int, width: int) -> None: ...
+    def waiter(self, ref: str, condition: str) -> asyncio.Future[int]: ...
+    async def attach(self, ref: str, *, stdin: bool, stdout: bool, stderr: bool, logs: bool
+                     ) -> socket.socket: ...
+    def logs(self, c: Container, *, follow: bool, tail: int | None, since_ns: int | None,
+             until_ns: int | None, stop: Callable[[], bool]) -> Iterator[LogEntry]: ...
+    def log_path(self, c: Container) -> str: ...
+    def rootfs(self, c: Container) -> str: ...
+
+
+def _unix_ns(text: str | None, name: str) -> int | None:
+    """Docker's since/until: unix seconds with an optional fraction; 0 or absent means none."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid value for {name}: {text!r}") from exc
+    return int(value * 1e9) if value > 0 else None
+
+
+def frame(stream: str, data: bytes) -> bytes:
+    return _FRAME.pack(_STREAM_IDS.get(stream, 1), len(data)) + data
+
+
+class ContainersRouter:
+    def __init__(self, backend: ContainersBackend) -> None:
+        self.backend = backend
+
+    def register(self, router: web.UrlDispatcher) -> None:
+        route(router, "POST", "/containers/create", self.create)
+        route(router, "GET", "/containers/json", self.list)
+        route(router, "GET", "/containers/{id}/json", self.inspect)
+        route(router, "POST", "/containers/{id}/start", self.start)
+        route(router, "POST", "/containers/{id}/wait", self.wait)
+        route(router, "POST", "/containers/{id}/attach", self.attach)
+        route(router, "GET", "/containers/{id}/logs", self.logs)
+        route(router, "POST", "/containers/{id}/kill", self.kill)
+        route(router, "POST", "/containers/{id}/stop", self.stop)
+        route(router, "POST", "/containers/{id}/resize", self.resize)
+        route(router, "DELETE", "/containers/{id}", self.delete)
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        body = await json_body(request)
+        c = await self.backend.create(body, request.query.get("name") or None)
+        return json_response({"Id": c.id, "Warnings": []}, status=201)
+
+    async def list(self, request: web.Request) -> web.StreamResponse:
+        found = self.backend.list(all=qbool(request, "all"), filters=qfilters(request))
+        limit = qint(request, "limit", -1) or -1
+        if limit > 0:
+            found = found[:limit]
+        return json_response([c.summary() for c in found])
+
+    async def inspect(self, request: web.Request) -> web.StreamResponse:
+        c = self.backend.get(request.match_info["id"])
+        return json_response(c.inspect(log_path=self.backend.log_path(c),
+                                           rootfs=self.backend.rootfs(c)))
+
+    async def start(self, request: web.Request) -> web.StreamResponse:
+        try:
+            await self.backend.start(request.match_info["id"])
+        except NotModified:
+            return web.Response(status=304)
+        return web.Response(status=204)
+
+    async def stop(self, request: web.Request) -> web.StreamResponse:
+        try:
+            await self.backend.stop(request.match_info["id"], qint(request, "t"),
+                                    request.query.get("signal") or None)
+        except NotModified:
+            return web.Response(status=304)
+        return web.Response(status=204)
+
+    async def kill(self, request: web.Request) -> web.StreamResponse:
+        await self.backend.kill(request.match_info["id"], request.query.get("signal")
+                                or "SIGKILL")
+        return web.Response(status=204)
+
+    async def resize(self, request: web.Request) -> web.StreamResponse:
+        height, width = qint(request, "h", 0) or 0, qint(request, "w", 0) or 0
+        if height < 0 or width < 0:
+            raise InvalidArgument("resize: h and w must not be negative")
+        await self.backend.resize(request.match_info["id"], height, width)
+        return web.Response(status=200)
+
+    async def delete(self, request: web.Request) -> web.StreamResponse:
+        await self.backend.remove(request.match_info["id"], force=qbool(request, "force"))
+        return web.Response(status=204)
+
+    async def wait(self, request: web.Request) -> web.StreamResponse:
+        fut = self.backend.waiter(request.match_info["id"],
+                                  request.query.get("condition", "not-running"))
+        # Headers go out now: the docker CLI waits for them before it starts the container.
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        try:
+            code = await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+        await resp.write(json.dumps({"StatusCode": code, "Error": None}).encode() + b"\n")
+        await resp.write_eof()
+        return resp
+
+    async def attach(self, request: web.Request) -> web.StreamResponse:
+        c = self.backend.get(request.match_info["id"])
+        if not qbool(request, "stream") and not qbool(request, "logs"):
+            raise InvalidArgument("attach: stream or logs must be true")
+        sock = await self.backend.attach(
+            c.id, stdin=qbool(request, "stdin"),
+            stdout=qbool(request, "stdout"), stderr=qbool(request, "stderr"),
+            logs=qbool(request, "logs"))
+        try:
+            content_type = RAW_STREAM if c.tty or api_minor(request) < 42 else MULTIPLEXED_STREAM
+            resp, inbound = await hijack(request, content_type)
+            await pipe(resp, inbound, sock)
+        finally:
+            sock.close()
+        return resp
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        c = self.backend.get(request.match_info["id"])
+        want = {s for s in ("stdout", "stderr") if qbool(request, s)}
+        if not want:
+            raise InvalidArgument("Bad parameters: you must choose at least one stream")
+        tail_text = request.query.get("tail", "all")
+        tail = None if tail_text in ("", "all") else qint(request, "tail")
+        since, until = (_unix_ns(request.query.get("since"), "since"),
+                        _unix_ns(request.query.get("until"), "until"))
+        timestamps = qbool(request, "timestamps")
+        follow = qbool(request, "follow")
+        resp = web.StreamResponse(headers={
+            "Content-Type": RAW_STREAM if c.tty or api_minor(request) < 42
+            else MULTIPLEXED_STREAM})
+        await resp.prepare(request)
+
+        # The log reader blocks (it polls while following): a thread feeds a queue.
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
+        cancelled = threading.Event()
+
+        def produce() -> None:
+            try:
+                for entry in self.backend.logs(c, follow=follow, tail=tail, since_ns=since,
+                                               until_ns=until, stop=cancelled.is_set):
+                    if entry.stream not in want:
+                        continue
+                    data = entry.format(timestamps=timestamps)
+                    chunk = data if c.tty else frame(entry.stream, data)
+                    if cancelled.is_set():
+                        return
+                    asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        worker = threading.Thread(target=produce, name=f"logs-{c.id[:12]}", daemon=True)
+        worker.start()
+        try:
+            while (chunk := await queue.get()) is not None:
+                await resp.write(chunk)
+        finally:
+            cancelled.set()
+            with contextlib.suppress(asyncio.QueueEmpty):
+                while True:  # unblock a producer waiting on a full queue
+                    queue.get_nowait()
+        await resp.write_eof()
+        return resp
