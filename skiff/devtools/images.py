@@ -20,6 +20,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tarfile
 import tempfile
@@ -274,21 +275,28 @@ def start_registry(workdir: Path, auth: dict[str, object] | None = None,
     cfg.write_text(json.dumps(config))  # YAML is a superset of JSON
     with open(workdir / "registry.log", "wb") as log:
         proc = subprocess.Popen([exe, "serve", str(cfg)], stdout=log, stderr=log)
-    deadline = time.monotonic() + 15
+    wait_until_up(proc, f"http://127.0.0.1:{port}/v2/", workdir / "registry.log",
+                  "docker-registry")
+    return Registry(f"127.0.0.1:{port}", workdir, proc, creds)
+
+
+def wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path, what: str,
+                  context: ssl.SSLContext | None = None, timeout: float = 15) -> None:
+    """Poll ``url`` until the registry answers (a 401 counts: up, wants auth); on failure kill
+    ``proc`` and raise with its log."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
-            break
+            urllib.request.urlopen(url, timeout=1, context=context).close()
+            return
         except urllib.error.HTTPError:
-            break  # 401: up, wants auth
+            return
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 proc.wait()
-                raise RuntimeError("docker-registry did not start: "
-                                   + (workdir / "registry.log").read_text()) from None
+                raise RuntimeError(f"{what} did not start: " + log.read_text()) from None
             time.sleep(0.05)
-    return Registry(f"127.0.0.1:{port}", workdir, proc, creds)
 
 
 def start_auth_registry(workdir: Path, username: str, password: str) -> Registry:

@@ -7,9 +7,6 @@ import ipaddress
 import json
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from skiff.devtools.images import Registry, free_port
+from skiff.devtools.images import Registry, free_port, wait_until_up
 from skiff.plugins.registry.credentials import Credentials
 
 SKIFF = str(Path(sys.executable).parent / "skiff")
@@ -36,23 +33,10 @@ def start_skiff_registry(workdir: Path, config: dict[str, Any] | None = None,
     with open(workdir / "registry.log", "wb") as log:
         proc = subprocess.Popen([SKIFF, "registry", "serve", "--config",
                                  str(workdir / "config.yml")], stdout=log, stderr=log)
-    deadline = time.monotonic() + 15
     import ssl
-    ctx = ssl._create_unverified_context()
-    while True:
-        try:
-            urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/v2/", timeout=1,
-                                   context=ctx).close()
-            break
-        except urllib.error.HTTPError:
-            break  # 401: up, wants auth
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                raise RuntimeError("skiff registry did not start: "
-                                   + (workdir / "registry.log").read_text()) from None
-            time.sleep(0.05)
+
+    wait_until_up(proc, f"{scheme}://127.0.0.1:{port}/v2/", workdir / "registry.log",
+                  "skiff registry", context=ssl._create_unverified_context())
     return Registry(f"127.0.0.1:{port}", workdir, proc, creds)
 
 

@@ -164,11 +164,7 @@ class LocalWriter:
     def _actual_digest(self, algorithm: str) -> Digest:
         if algorithm == "sha256":
             return Digest("sha256", self._hash.hexdigest())
-        h = hashlib.new(algorithm)
-        with open(self._data_path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-        return Digest(algorithm, h.hexdigest())
+        return digest_file(self._data_path, algorithm)
 
     def abort(self) -> None:
         """Discard the ingest and its bytes."""
@@ -376,3 +372,12 @@ class LocalContentStore:
                 if lock is not None:
                     lock.close()
         return removed
+
+
+def digest_file(path: str, algorithm: str) -> Digest:
+    """The digest of a file's bytes (for algorithms not hashed while writing)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return Digest(algorithm, h.hexdigest())

@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 from skiff.core.content import Digest
 from skiff.errors import os_error
+from skiff.plugins.content.local import digest_file
 
 from .errors import RegistryError
 from .storage import Storage
@@ -110,11 +111,7 @@ class Upload:
     def _actual(self, algorithm: str) -> Digest:
         if algorithm == "sha256":
             return Digest("sha256", self._hash.hexdigest())
-        h = hashlib.new(algorithm)
-        with open(self.data_path, "rb") as r:
-            while chunk := r.read(_CHUNK):
-                h.update(chunk)
-        return Digest(algorithm, h.hexdigest())
+        return digest_file(self.data_path, algorithm)
 
     def cancel(self) -> None:
         self._m.forget(self.name, self.id)
