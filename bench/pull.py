@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -53,6 +52,7 @@ from skiff.devtools.images import (
     start_registry,
     stop_registry,
 )
+from skiff.devtools.machine import describe
 from skiff.plugins.content.local import LocalContentStore
 from skiff.plugins.diff.tar import TarDiffer
 from skiff.plugins.metadata.sqlite import SqliteMetadata
@@ -63,21 +63,12 @@ from skiff.services.unpack import Unpacker
 
 
 def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     try:
         import isal  # noqa: F401
         gz = "isal"
     except ImportError:
         gz = "zlib"
-    return (f"{cpu}, {os.cpu_count()} cpus, {mem:.0f} GiB RAM, kernel {platform.release()}, "
-            f"Python {platform.python_version()}, gzip via {gz}")
+    return f"{describe()}, gzip via {gz}"
 
 
 def layer_data(per: int) -> bytes:

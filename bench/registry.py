@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -41,6 +40,7 @@ from skiff.devtools.images import (
     start_registry,
     stop_registry,
 )
+from skiff.devtools.machine import describe
 from skiff.devtools.registry import (
     start_skiff_registry,
     stop,
@@ -48,18 +48,6 @@ from skiff.devtools.registry import (
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
-
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cpus, {mem:.0f} GiB RAM, kernel {platform.release()}, "
-            f"Python {platform.python_version()}")
 
 
 def build_layout(dest: Path, size_mb: int, layers: int) -> None:
@@ -176,7 +164,7 @@ def main() -> None:
             "skiff": (lambda d: start_skiff_registry(d, skiff_cfg, workers=args.workers), stop),
             "docker-registry": (lambda d: start_registry(d), stop_registry),
         }
-        print(f"machine: {machine()}")
+        print(f"machine: {describe()}")
         print(f"blobs: {args.layers} x {args.size_mb // args.layers} MiB, runs: {args.runs}, "
               f"skiff workers: {args.workers}, skiff fsync: {not args.no_fsync}")
         # Contenders alternate run by run, so a burst of load from elsewhere on the machine

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -19,6 +17,7 @@ import time
 from pathlib import Path
 
 from skiff.devtools.busybox import make_bundle
+from skiff.devtools.machine import describe
 
 
 def run_once(cmd: list[str], bundle: Path, root: Path, name: str) -> float:
@@ -46,15 +45,6 @@ def measure(runtimes: dict[str, list[str]], bundle: Path, tmp: Path, n: int, pau
     return times
 
 
-def machine() -> str:
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{platform.node()} {platform.release()} {os.cpu_count()} cpus {cpu}"
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
@@ -72,7 +62,7 @@ def main() -> None:
         if runc:
             runtimes["runc"] = [runc]
         results = measure(runtimes, bundle, Path(tmp), args.n, args.pause)
-    print(f"machine: {machine()}")
+    print(f"machine: {describe()}")
     print(f"runs: {args.n} each, interleaved, {args.pause:g}s pause before each (after 3 "
           "warm-up rounds), busybox `true`, `run --bundle`")
     for name, times in results.items():
