@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import HELPERS, RuntimeDriver
+from skiff.devtools.images import (
+    Registry,
+    ToolMissing,
+    start_auth_registry,
+    start_registry,
+    stop_registry,
+)
+from skiff.plugins.content.local import LocalContentStore
+from skiff.plugins.metadata.sqlite import SqliteMetadata
+from tests.integration.support import HELPERS, PASSWORD, USER, RuntimeDriver
 
 
 @pytest.fixture
@@ -44,3 +53,34 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+# --- Debian's docker-registry, shared by the registry-client, pull and push tests ----------
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    try:
+        reg = start_registry(tmp_path_factory.mktemp("registry"))
+    except ToolMissing as exc:
+        pytest.skip(str(exc))
+    yield reg
+    stop_registry(reg)
+    assert reg.proc.poll() is not None
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    try:
+        reg = start_auth_registry(tmp_path_factory.mktemp("auth-registry"), USER, PASSWORD)
+    except ToolMissing as exc:
+        pytest.skip(str(exc))
+    yield reg
+    stop_registry(reg)
+    assert reg.proc.poll() is not None
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[tuple[LocalContentStore, SqliteMetadata]]:
+    """An empty content store and metadata database."""
+    meta = SqliteMetadata(str(tmp_path / "meta.db"))
+    yield LocalContentStore(str(tmp_path / "content")), meta
+    meta.close()

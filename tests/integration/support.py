@@ -14,6 +14,8 @@ from typing import Any
 
 HELPERS = Path(__file__).parent / "helpers"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Credentials of the htpasswd-protected docker-registry (the auth_registry fixture).
+USER, PASSWORD = "skiffer", "s3cret-pw"
 
 
 @dataclass

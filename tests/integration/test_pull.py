@@ -30,16 +30,6 @@ from skiff.plugins.registry.client import HttpRegistryClient, RegistryConfig
 from skiff.plugins.registry.credentials import CredentialStore
 from skiff.services.distribution import SOURCE_LABEL, pull
 from skiff.services.images import ImageService
-from tests.integration.test_registry_client import auth_registry, registry
-
-__all__ = ["auth_registry", "registry"]  # fixtures used by this module
-
-
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[LocalContentStore, SqliteMetadata]]:
-    meta = SqliteMetadata(str(tmp_path / "meta.db"))
-    yield LocalContentStore(str(tmp_path / "content")), meta
-    meta.close()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,16 +26,6 @@ from skiff.plugins.metadata.sqlite import SqliteMetadata
 from skiff.plugins.registry.client import HttpRegistryClient
 from skiff.plugins.registry.credentials import CredentialStore
 from skiff.services.distribution import SOURCE_LABEL, pull, push
-from tests.integration.test_registry_client import auth_registry, registry
-
-__all__ = ["auth_registry", "registry"]  # fixtures used by this module
-
-
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[LocalContentStore, SqliteMetadata]]:
-    meta = SqliteMetadata(str(tmp_path / "meta.db"))
-    yield LocalContentStore(str(tmp_path / "content")), meta
-    meta.close()
 
 
 @pytest.fixture(scope="module")

@@ -21,44 +21,17 @@ from skiff.core.registry import PushOutcome, Repository
 from skiff.devtools.images import (
     BuiltImage,
     Registry,
-    ToolMissing,
     build_image,
     free_port,
     skopeo,
     skopeo_push,
     skopeo_raw_manifest,
-    start_auth_registry,
-    start_registry,
-    stop_registry,
 )
 from skiff.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from skiff.plugins.content.local import LocalContentStore
 from skiff.plugins.registry.client import HttpRegistryClient, RegistryConfig, login, logout
 from skiff.plugins.registry.credentials import Credentials, CredentialStore
-
-USER, PASSWORD = "skiffer", "s3cret-pw"
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    try:
-        reg = start_registry(tmp_path_factory.mktemp("registry"))
-    except ToolMissing as exc:
-        pytest.skip(str(exc))
-    yield reg
-    stop_registry(reg)
-    assert reg.proc.poll() is not None
-
-
-@pytest.fixture(scope="module")
-def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    try:
-        reg = start_auth_registry(tmp_path_factory.mktemp("auth-registry"), USER, PASSWORD)
-    except ToolMissing as exc:
-        pytest.skip(str(exc))
-    yield reg
-    stop_registry(reg)
-    assert reg.proc.poll() is not None
+from tests.integration.support import PASSWORD, USER
 
 
 @pytest.fixture(scope="module")
