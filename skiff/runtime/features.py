@@ -9,14 +9,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-SECCOMP_ACTIONS = ("SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
-                   "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP")
-SECCOMP_FLAGS = ("SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
-                 "SECCOMP_FILTER_FLAG_SPEC_ALLOW")
-
-
 def features() -> dict[str, Any]:
     from skiff.runtime import capabilities
+    from skiff.runtime.seccomp_spec import ACTIONS, FLAGS, OPERATORS
 
     return {
         "ociVersionMin": "1.0.0",
@@ -30,12 +25,15 @@ def features() -> dict[str, Any]:
                        "rdma": False},
             "seccomp": {
                 "enabled": True,
-                "actions": list(SECCOMP_ACTIONS),
-                "operators": ["SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ",
-                              "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"],
+                # NOTIFY needs a listener we do not implement (compile refuses it).
+                "actions": [a for a in ACTIONS if a != "SCMP_ACT_NOTIFY"],
+                "operators": list(OPERATORS),
+                # The architectures our compiler has syscall tables for.
                 "archs": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-                "knownFlags": list(SECCOMP_FLAGS),
-                "supportedFlags": list(SECCOMP_FLAGS),
+                "knownFlags": list(FLAGS),
+                # WAIT_KILLABLE_RECV only means something with a NOTIFY listener.
+                "supportedFlags": [f for f in FLAGS
+                                   if f != "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
             },
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},

@@ -104,3 +104,10 @@ def write_config(bundle: Path, cfg: dict[str, Any]) -> None:
 def read_config(bundle: Path) -> dict[str, Any]:
     result: dict[str, Any] = json.loads((bundle / "config.json").read_text())
     return result
+
+
+def write_hook(path: Path, body: str) -> Path:
+    """An executable /bin/sh hook script at ``path``."""
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path

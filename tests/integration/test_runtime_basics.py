@@ -16,6 +16,7 @@ from tests.integration.support import (
     new_id,
     read_config,
     write_config,
+    write_hook,
 )
 
 Bundle = Callable[..., Path]
@@ -380,9 +381,7 @@ def test_user_namespace_mappings(runtime: RuntimeDriver, make_bundle: Bundle) ->
 def test_hooks_run_at_each_point_with_state(runtime: RuntimeDriver, make_bundle: Bundle,
                                             tmp_path: Path) -> None:
     log = tmp_path / "hooks.log"
-    hook = tmp_path / "hook.sh"
-    hook.write_text(f"#!/bin/sh\nread -r state\necho \"$1 $state\" >> {log}\n")
-    hook.chmod(0o755)
+    hook = write_hook(tmp_path / "hook.sh", f"read -r state\necho \"$1 $state\" >> {log}")
     cid = new_id("hooks")
     b = make_bundle(["true"])
     cfg = read_config(b)
@@ -406,9 +405,7 @@ def test_hooks_and_seccomp_together(runtime: RuntimeDriver, make_bundle: Bundle,
     from skiff.runtime.seccomp import default_profile
 
     log = tmp_path / "hook.log"
-    hook = tmp_path / "hook.sh"
-    hook.write_text(f"#!/bin/sh\ncat > {log}\n")
-    hook.chmod(0o755)
+    hook = write_hook(tmp_path / "hook.sh", f"cat > {log}")
     b = make_bundle(["sh", "-c", "grep Seccomp: /proc/self/status"])
     cfg = read_config(b)
     cfg["hooks"] = {"prestart": [{"path": str(hook)}]}
@@ -455,9 +452,7 @@ def test_container_side_hooks(runtime: RuntimeDriver, make_bundle: Bundle,
     # path works); startContainer runs inside the container, after pivot_root, just before
     # the process: it can leave a file the process then sees.
     log = tmp_path / "cc.log"
-    hook = tmp_path / "cc.sh"
-    hook.write_text(f"#!/bin/sh\nread -r state\necho \"$state\" > {log}\n")
-    hook.chmod(0o755)
+    hook = write_hook(tmp_path / "cc.sh", f"read -r state\necho \"$state\" > {log}")
     b = make_bundle(["cat", "/tmp/started"])
     cfg = read_config(b)
     cfg["hooks"] = {
