@@ -63,13 +63,11 @@ MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
 
 # prctl(2) options.
-PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_SET_NAME = 15
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
-PR_SET_SECUREBITS = 28
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 PR_SET_CHILD_SUBREAPER = 36
@@ -82,7 +80,6 @@ SYS_CAPGET = 125
 SYS_CAPSET = 126
 SYS_PIVOT_ROOT = 155
 SYS_SECCOMP = 317
-SYS_PIDFD_OPEN = 434
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -181,16 +178,10 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     _check(libc().syscall(SYS_CAPSET, ctypes.byref(hdr), data), "capset")
 
 
-def pidfd_open(pid: int) -> int:
-    return _check(libc().syscall(SYS_PIDFD_OPEN, pid, 0), "pidfd_open")
-
-
 def set_child_subreaper() -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
-def set_pdeathsig(sig: int) -> None:
-    prctl(PR_SET_PDEATHSIG, sig)
 
 
 

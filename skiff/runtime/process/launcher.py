@@ -463,7 +463,3 @@ def wait_exit(pid: int) -> int:
             if os.WIFSIGNALED(wstatus):
                 return 128 + os.WTERMSIG(wstatus)
             return os.WEXITSTATUS(wstatus)
-
-
-def cgroup_mode() -> str:
-    return detect_mode()
