@@ -151,6 +151,8 @@ def skiffd(busybox_rootfs: Path) -> Iterator[Skiffd]:
         assert d.shim_pids() == []
         assert mounts_mentioning(str(base)) == []
         assert [c for cid in d.seen for c in cgroup_dirs(cid)] == []
+        # ... nor the shared parent, whichever runtime ran the containers (runc leaves it).
+        assert sorted(Path("/sys/fs/cgroup").glob("*/skiff")) == []
         assert _entries(d.run / "shims") == []
         assert _entries(d.run / "bundles") == []
     finally:

@@ -107,3 +107,16 @@ def test_new_manager_picks_the_implementation(monkeypatch: pytest.MonkeyPatch,
         new_manager("relative", root=str(tmp_path), mode="v2")
     with pytest.raises(InvalidArgument):
         new_manager("/a/../b", root=str(tmp_path), mode="v2")
+
+
+def test_remove_if_empty_takes_only_empty_parents(tmp_path: Path) -> None:
+    from skiff.errors import InvalidArgument
+    from skiff.runtime.cgroups import remove_if_empty
+
+    for h in ("memory", "pids", "unified", "systemd"):
+        (tmp_path / h / "skiff").mkdir(parents=True)
+    (tmp_path / "pids" / "skiff" / "still-running").mkdir()
+    remove_if_empty("/skiff", root=str(tmp_path))
+    assert sorted(p.parent.name for p in tmp_path.glob("*/skiff")) == ["pids"]
+    with pytest.raises(InvalidArgument):
+        remove_if_empty("/skiff/../..", root=str(tmp_path))

@@ -24,6 +24,7 @@ from skiff.core.snapshots import Snapshotter
 from skiff.daemon.containers.record import Container
 from skiff.errors import InvalidArgument, SystemFailure, Unavailable, os_error
 from skiff.plugins.snapshots.mount import is_mountpoint, mount_all, unmount_all
+from skiff.runtime.cgroups import remove_if_empty
 from skiff.services.spec import SpecInputs, build_spec, resolve_user
 from skiff.shim import exitfile
 from skiff.shim.client import ShimClient
@@ -162,6 +163,8 @@ class Runner:
         else:
             subprocess.run([self.runtime, "--root", self.paths.runtime_root, "delete",
                             "--force", c.id], capture_output=True, check=False, timeout=60)
+        # Whatever the runtime, the shared parent cgroup goes with the last container in it.
+        remove_if_empty(SpecInputs.cgroup_parent)
 
     def teardown(self, c: Container) -> None:
         """Unmount the rootfs and remove the bundle (the snapshot itself stays)."""

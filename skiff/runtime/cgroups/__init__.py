@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .detect import Mode as Mode
 
 __all__ = ["V1Manager", "V2Manager", "cgroup_path_for", "detect_mode", "new_manager",
-           "parse_resources"]
+           "parse_resources", "remove_if_empty"]
 
 
 if TYPE_CHECKING:
@@ -91,3 +91,24 @@ def new_manager(path: str, root: str = "/sys/fs/cgroup", mode: str | None = None
         return V1Manager(path, root, hybrid=mode == "hybrid" and
                          os.path.isdir(os.path.join(root, "unified")))
     raise InvalidArgument(f"cgroup mode {mode!r}: must be v1, hybrid or v2")
+
+
+def remove_if_empty(path: str, root: str = "/sys/fs/cgroup") -> None:
+    """rmdir cgroup ``path`` in every hierarchy under ``root`` where it has no children left.
+
+    For shared parents (``/skiff``) once their last container is gone. rmdir of a cgroup with
+    children or processes fails (EBUSY), so this never disturbs a live container; runtimes
+    (runc among them) remove only a container's own cgroup, never its parent.
+    """
+    if not path.startswith("/") or ".." in path.split("/") or path == "/":
+        raise InvalidArgument(f"cgroup path {path!r}: must be absolute without '..'")
+    try:
+        hierarchies = os.listdir(root)
+    except OSError:
+        return
+    candidates = [root + path] + [os.path.join(root, h) + path for h in hierarchies]
+    for d in candidates:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass

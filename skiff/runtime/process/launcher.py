@@ -14,7 +14,13 @@ from skiff.errors import Conflict, InvalidArgument, SystemFailure, os_error
 from skiff.runtime import config as cfg
 from skiff.runtime import namespaces
 from skiff.runtime import syscalls as sc
-from skiff.runtime.cgroups import cgroup_path_for, detect_mode, new_manager, parse_resources
+from skiff.runtime.cgroups import (
+    cgroup_path_for,
+    detect_mode,
+    new_manager,
+    parse_resources,
+    remove_if_empty,
+)
 from skiff.runtime.cgroups.paths import DEFAULT_PARENT
 from skiff.runtime.process.channel import Channel
 from skiff.runtime.process.init import O_PATH, Launch, preload, stage1
@@ -289,16 +295,8 @@ def _remove_empty_parent(cg: CgroupManager) -> None:
     rmdir of a cgroup that still has children fails with EBUSY, so this never touches another
     container; a create racing with it retries (see create()).
     """
-    if os.path.dirname(cg.path) != DEFAULT_PARENT:
-        return
-    dirs = {os.path.dirname(d) for d in cg.paths().values()}
-    dirs.add(f"/sys/fs/cgroup/unified{DEFAULT_PARENT}")
-    for d in dirs:
-        if d.endswith(DEFAULT_PARENT):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
+    if os.path.dirname(cg.path) == DEFAULT_PARENT:
+        remove_if_empty(DEFAULT_PARENT)
 
 
 def manager(st: State) -> CgroupManager:
