@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from skiff.daemon.containers.manager import ContainerManager
 from skiff.daemon.containers.record import RUNNING
 from skiff.daemon.containers.runner import Paths, Runner
 from skiff.daemon.containers.store import ContainerStore
+from skiff.daemon.events import EventBus
 from skiff.daemon.http import errors_middleware
 from skiff.daemon.routers.containers import ContainersRouter
 from skiff.daemon.routers.images import ImagesRouter
@@ -82,6 +84,7 @@ class Engine:
     images: ImagesFacade
     system: SystemFacade
     daemon_id: str
+    events: EventBus
 
     def close(self) -> None:
         self.store.close()
@@ -133,11 +136,12 @@ def build_engine(config: DaemonConfig) -> Engine:
     images = ImageService(content, metadata, snapshotter, in_use=in_use, graph_driver=driver)
     unpacker = Unpacker(content, snapshotter, TarDiffer())
     runner = Runner(Paths(root, config.exec_root), snapshotter, config.runtime)
-    manager = ContainerManager(store, runner, images, snapshotter, unpacker)
+    events = EventBus()
+    manager = ContainerManager(store, runner, images, snapshotter, unpacker, events)
     interchange = Interchange(images, metadata, tmpdir=os.path.join(root, "tmp"),
                               unpack=unpacker)
     return Engine(metadata, store, snapshotter, manager, ImagesFacade(images, interchange),
-                  SystemFacade(manager, images), _daemon_id(config))
+                  SystemFacade(manager, images), _daemon_id(config), events)
 
 
 def build_app(config: DaemonConfig, engine: Engine) -> web.Application:
@@ -148,11 +152,13 @@ def build_app(config: DaemonConfig, engine: Engine) -> web.Application:
     ContainersRouter(engine.manager).register(app.router)
 
     async def restore(_app: web.Application) -> None:
+        engine.events.bind(asyncio.get_running_loop())
         await engine.manager.restore()
 
     async def shutdown(_app: web.Application) -> None:
         # containers keep running under their shims (live restore): only our side stops
         await engine.manager.shutdown()
+        engine.events.close()
 
     app.on_startup.append(restore)
     app.on_shutdown.append(shutdown)

@@ -7,12 +7,10 @@ containers, mounts, shims, cgroups, sockets or pidfile.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -21,151 +19,25 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from skiff.core.content import Digest
-from skiff.devtools.images import build_image, tar_tree
-from tests.integration.support import cgroup_dirs, mounts_mentioning
-
-DOCKER = shutil.which("docker")
-IMAGE = "busybox:latest"
-
-
-class _UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 30) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-class Skiffd:
-    """One private skiffd process and the clients that talk to it."""
-
-    def __init__(self, base: Path, *flags: str) -> None:
-        self.base = base
-        self.flags = flags
-        self.sock = base / "s.sock"
-        self.data = base / "data"
-        self.run = base / "run"
-        self.pidfile = base / "skiffd.pid"
-        self.logfile = base / "skiffd.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.seen: set[str] = set()  # every container id a test made, for the cgroup check
-
-    def start(self) -> None:
-        with open(self.logfile, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "skiff.daemon.main", "-H", f"unix://{self.sock}",
-                 "--data-root", str(self.data), "--exec-root", str(self.run),
-                 "--pidfile", str(self.pidfile), *self.flags], stdout=log, stderr=log)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.logfile.read_text()
-            try:
-                if self.api("GET", "/_ping")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"skiffd did not answer: {self.logfile.read_text()}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=30)
-        self.proc = None
-        return code
-
-    def api(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
-            timeout: float = 30) -> tuple[int, Any]:
-        conn = _UnixHTTP(str(self.sock), timeout)
-        try:
-            data = raw if raw is not None else (None if body is None else json.dumps(body))
-            conn.request(method, path, body=data,
-                         headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            payload = resp.read()
-            ctype = resp.getheader("Content-Type", "")
-            return resp.status, (json.loads(payload) if payload and ctype.startswith(
-                "application/json") else payload)
-        finally:
-            conn.close()
-
-    def docker(self, *args: str, input: bytes | None = None, timeout: float = 60,
-               check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        assert DOCKER is not None
-        env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}",
-               "DOCKER_CONFIG": str(self.base / "docker-config")}
-        res = subprocess.run([DOCKER, *args], input=input, capture_output=True, env=env,
-                             timeout=timeout, check=False)
-        if check:
-            assert res.returncode == 0, (args, res.stdout, res.stderr)
-        return res
-
-    def out(self, *args: str, **kw: Any) -> str:
-        return self.docker(*args, **kw).stdout.decode()
-
-    def run_d(self, *args: str) -> str:
-        cid = self.out("run", "-d", *args).strip()
-        self.seen.add(cid)
-        return cid
-
-    def shim_pids(self) -> list[int]:
-        """Processes whose command line names our exec root (shims and their runtime)."""
-        found = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if str(self.run).encode() in f.read():
-                        found.append(int(pid))
-            except OSError:
-                continue
-        return found
+from skiff.devtools.images import build_image
+from tests.integration.daemon_support import (
+    DOCKER,
+    IMAGE,
+    Skiffd,
+    UnixHTTP,
+    entries,
+    private_skiffd,
+)
 
 
 @pytest.fixture(scope="module")
 def skiffd(busybox_rootfs: Path) -> Iterator[Skiffd]:
-    if DOCKER is None:
-        pytest.skip("the docker CLI is not installed (apt-get install docker.io)")
-    base = Path(tempfile.mkdtemp(prefix="skd", dir="/tmp"))  # short: unix socket paths
-    d = Skiffd(base)
-    try:
-        d.start()
-        (base / "rootfs.tar").write_bytes(tar_tree(busybox_rootfs))
-        d.docker("import", str(base / "rootfs.tar"), IMAGE)
+    with private_skiffd(busybox_rootfs) as d:
         yield d
-        leftover = d.out("ps", "-aq").split()
-        for cid in leftover:
-            d.docker("rm", "-f", cid, check=False)
-        assert leftover == [], "a test left containers behind"
-        assert d.stop() == 0
-        assert not d.sock.exists() and not d.pidfile.exists()
-        deadline = time.monotonic() + 5
-        while d.shim_pids() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert d.shim_pids() == []
-        assert mounts_mentioning(str(base)) == []
-        assert [c for cid in d.seen for c in cgroup_dirs(cid)] == []
-        # ... nor the shared parent, whichever runtime ran the containers (runc leaves it).
-        assert sorted(Path("/sys/fs/cgroup").glob("*/skiff")) == []
-        assert _entries(d.run / "shims") == []
-        assert _entries(d.run / "bundles") == []
-    finally:
-        if d.proc is not None:
-            d.proc.kill()
-            d.proc.wait()
-        for line in reversed(mounts_mentioning(str(base))):
-            subprocess.run(["umount", "-l", line.split()[4]], check=False)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _entries(path: Path) -> list[Path]:
-    return list(path.iterdir()) if path.exists() else []
 
 
 def _container_ids(d: Skiffd) -> list[str]:
@@ -188,7 +60,7 @@ def test_version_info_and_images(skiffd: Skiffd) -> None:
 
 def test_ping_headers(skiffd: Skiffd) -> None:
     assert stat.S_IMODE(os.stat(skiffd.sock).st_mode) == 0o660
-    conn = _UnixHTTP(str(skiffd.sock))
+    conn = UnixHTTP(str(skiffd.sock))
     for method in ("GET", "HEAD"):
         conn.request(method, "/_ping")
         resp = conn.getresponse()
@@ -207,7 +79,7 @@ def test_run_rm_prints_and_leaves_nothing(skiffd: Skiffd) -> None:
     res = skiffd.docker("run", "--rm", IMAGE, "echo", "hi")
     assert res.stdout == b"hi\n"
     assert _container_ids(skiffd) == before
-    assert _entries(skiffd.run / "bundles") == []
+    assert entries(skiffd.run / "bundles") == []
 
 
 def test_exit_code_propagates(skiffd: Skiffd) -> None:
@@ -327,7 +199,7 @@ def test_create_then_rm_and_detached_auto_remove(skiffd: Skiffd) -> None:
     while gone in _container_ids(skiffd):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert _entries(skiffd.run / "bundles") == []
+    assert entries(skiffd.run / "bundles") == []
 
 
 def test_kill_wait_and_force_rm(skiffd: Skiffd) -> None:
@@ -394,7 +266,7 @@ def test_failed_creates_leave_nothing(skiffd: Skiffd) -> None:
         status, reply = skiffd.api("POST", "/containers/create", body)
         assert status == 400, reply
     assert _container_ids(skiffd) == before
-    assert _entries(skiffd.run / "bundles") == []
+    assert entries(skiffd.run / "bundles") == []
 
 
 def test_wait_conditions_and_bad_condition(skiffd: Skiffd) -> None:

@@ -26,6 +26,7 @@ from skiff.daemon.containers.names import check_name, new_id, random_name
 from skiff.daemon.containers.record import CREATED, EXITED, RUNNING, Container, now_rfc3339
 from skiff.daemon.containers.runner import Runner
 from skiff.daemon.containers.store import ContainerStore
+from skiff.daemon.events import EventBus
 from skiff.errors import (
     Conflict,
     InvalidArgument,
@@ -79,8 +80,10 @@ def _exec_failure_code(message: str) -> int | None:
 
 class ContainerManager:
     def __init__(self, store: ContainerStore, runner: Runner, images: ImageService,
-                 snapshotter: Snapshotter, unpack: Unpack) -> None:
+                 snapshotter: Snapshotter, unpack: Unpack, events: EventBus | None = None
+                 ) -> None:
         self.store = store
+        self.events = events or EventBus()
         self.runner = runner
         self.images = images
         self.snapshotter = snapshotter
