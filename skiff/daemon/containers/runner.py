@@ -92,6 +92,10 @@ class Runner:
         self.snapshotter = snapshotter
         self.runtime = runtime
 
+    def runtime_for(self, c: Container) -> str:
+        """The OCI runtime binary that runs ``c`` (the daemon's default for now)."""
+        return self.runtime
+
     def shim(self, cid: str, timeout: float | None = 30.0) -> ShimClient:
         return ShimClient(self.paths.shim(cid), timeout=timeout)
 
@@ -132,7 +136,7 @@ class Runner:
 
     def _start_shim(self, c: Container, bundle: str) -> None:
         argv = [sys.executable, "-m", "skiff.shim", "start", "--id", c.id, "--bundle", bundle,
-                "--state-dir", self.paths.shim(c.id), "--runtime", self.runtime,
+                "--state-dir", self.paths.shim(c.id), "--runtime", self.runtime_for(c),
                 "--runtime-root", self.paths.runtime_root, "--log-path", self.paths.log(c.id)]
         if c.config.get("OpenStdin"):
             argv.append("--stdin")
@@ -157,11 +161,11 @@ class Runner:
                 self.shim(c.id).delete(force=force)
             except (Unavailable, SystemFailure, OSError):
                 # the shim is gone (killed): clean up behind it ourselves
-                subprocess.run([self.runtime, "--root", self.paths.runtime_root, "delete",
+                subprocess.run([self.runtime_for(c), "--root", self.paths.runtime_root, "delete",
                                 "--force", c.id], capture_output=True, check=False, timeout=60)
             shutil.rmtree(state_dir, ignore_errors=True)
         else:
-            subprocess.run([self.runtime, "--root", self.paths.runtime_root, "delete",
+            subprocess.run([self.runtime_for(c), "--root", self.paths.runtime_root, "delete",
                             "--force", c.id], capture_output=True, check=False, timeout=60)
         # Whatever the runtime, the shared parent cgroup goes with the last container in it.
         remove_if_empty(SpecInputs.cgroup_parent)
