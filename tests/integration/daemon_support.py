@@ -3,12 +3,10 @@ leak check its fixture runs at teardown (no containers, mounts, shims, cgroups, 
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,22 +18,12 @@ from typing import Any
 
 import pytest
 
+from skiff.devtools.daemon import UnixHTTP
 from skiff.devtools.images import tar_tree
 from tests.integration.support import cgroup_dirs, mounts_mentioning
 
 DOCKER = shutil.which("docker")
 IMAGE = "busybox:latest"
-
-
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 30) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
 
 
 class Skiffd:
