@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.integration.support import (
     RuntimeDriver,
     cgroup_dirs,
@@ -473,3 +475,24 @@ def test_run_with_terminal_relays_the_pty(runtime: RuntimeDriver, make_bundle: B
     res = runtime("run", "--bundle", str(b), new_id("tty"))
     lines = res.out.replace("\r", "").split()
     assert lines == ["/dev/pts/0", "out-is-tty"]
+
+
+@pytest.mark.parametrize(("uid", "home"), [(0, "/root"), (1000, "/home/app"), (4242, "/")])
+def test_home_comes_from_the_containers_passwd_when_unset(
+        runtime: RuntimeDriver, make_bundle: Bundle, uid: int, home: str) -> None:
+    from skiff.runtime.specgen import default_spec
+
+    proc = default_spec(["sh", "-c", "echo $HOME"])["process"]
+    proc["user"] = {"uid": uid, "gid": uid}
+    proc["env"] = [e for e in proc["env"] if not e.startswith("HOME=")]
+    code, out, err = run(runtime, make_bundle(process=proc))
+    assert (code, out) == (0, home + "\n"), err
+
+
+def test_an_explicit_home_is_kept(runtime: RuntimeDriver, make_bundle: Bundle) -> None:
+    from skiff.runtime.specgen import default_spec
+
+    proc = default_spec(["sh", "-c", "echo $HOME"])["process"]
+    proc["env"] = [*proc["env"], "HOME=/custom"]
+    code, out, err = run(runtime, make_bundle(process=proc))
+    assert (code, out) == (0, "/custom\n"), err

@@ -42,13 +42,28 @@ class Channel:
 
     def send(self, msg_type: str, **fields: Any) -> None:
         fields["type"] = msg_type
-        self.sock.send(json.dumps(fields).encode())
+        try:
+            self.sock.send(json.dumps(fields).encode())
+        except OSError as exc:
+            # The child gave up (e.g. exec: executable not found) and exited before it read
+            # this: its error message is still queued for us, and it is the one to report.
+            self.recv(msg_type)  # raises ChildError with the child's message, if it sent one
+            raise SystemFailure(f"write to container setup channel ({msg_type}): "
+                                f"{exc.strerror}") from exc
 
     def recv(self, *expected: str) -> dict[str, Any]:
         """The next message; ChildError for an ``error`` message, SystemFailure on EOF or a
         message of a type not in ``expected``."""
         try:
             raw = self.sock.recv(_MAX)
+        except ConnectionResetError:
+            # The child closed with our last message unread: the kernel reports that once,
+            # ahead of what the child queued before exiting (its error, if any). Read on.
+            try:
+                raw = self.sock.recv(_MAX)
+            except OSError as exc:
+                raise SystemFailure(f"read from container setup channel: {exc.strerror}"
+                                    ) from exc
         except OSError as exc:
             raise SystemFailure(f"read from container setup channel: {exc.strerror}") from exc
         if not raw:

@@ -256,6 +256,9 @@ def _setup_console(launch: Launch, console_dev: bool) -> None:
 def _prepare_process(launch: Launch) -> tuple[str, list[str]]:
     proc = launch.process
     env = list(proc.get("env") or [])
+    if not any(e.startswith("HOME=") for e in env):
+        # as runc: programs expect HOME; take the user's from the container's passwd
+        env.append("HOME=" + _home_of(int((proc.get("user") or {}).get("uid", 0))))
     cwd = proc.get("cwd") or "/"
     try:
         os.chdir(cwd)
@@ -269,6 +272,19 @@ def _prepare_process(launch: Launch) -> tuple[str, list[str]]:
     if pers:
         sc.personality(0x0008 if pers.get("domain") == "LINUX32" else 0)
     return lookup(proc["args"][0], env), env
+
+
+def _home_of(uid: int) -> str:
+    """The home directory of ``uid`` in the container's /etc/passwd (we are inside), or /."""
+    try:
+        with open("/etc/passwd", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid) and fields[5]:
+                    return fields[5]
+    except OSError:
+        pass
+    return "/"
 
 
 def lookup(name: str, env: list[str]) -> str:
