@@ -9,6 +9,8 @@ Layout: ``<root>/<name>/_data`` is the volume (Docker's layout, so habits like l
 - ``type=nfs o=addr=10.0.0.5,rw[,vers=4] device=:/export``: an NFS mount, so one export serves
   containers on several hosts; ``addr`` must be an address (as Docker, the kernel client
   takes no host names here).
+  Without an NFS client in the kernel, skiff's userspace NFSv3 client serves the export
+  through FUSE (docs/volumes-nfs.md).
 - any other ``type`` with a ``device``: mount(2) with that type, device and ``o``.
 
 A volume with options is mounted when its first user starts and unmounted after its last
@@ -28,6 +30,12 @@ from skiff.core.snapshots import Mount
 from skiff.errors import InvalidArgument, NotFound, SystemFailure, os_error
 from skiff.plugins.diff.tar import apply_layer
 from skiff.plugins.snapshots.mount import is_mountpoint, mount_one, unmount
+from skiff.plugins.volumes.nfs.launch import (
+    kernel_has_nfs,
+    mount_fuse,
+    stale_fuse_mount,
+    wait_helper_exit,
+)
 
 _KEYS = frozenset({"type", "device", "o"})
 # mount(2) flags mount_one knows by name; everything else in `o` is filesystem data
@@ -78,6 +86,10 @@ class LocalDriver:
             if ":" not in device:
                 raise InvalidArgument(f"nfs volume: device must be :<export path>, not "
                                       f"{device!r}")
+            if not kernel_has_nfs():  # what skiff's userspace client cannot do, say now
+                from skiff.plugins.volumes.nfs.helper import parse_config
+
+                parse_config(device, options.get("o", ""))
         elif kind != "tmpfs" and not device:
             raise InvalidArgument(f"{kind} volume: a device is required")
         for w in words:
@@ -127,9 +139,12 @@ class LocalDriver:
             if not os.path.isdir(data):  # lost from under us: make it again, empty
                 self.create(name, options)
             return data
-        if is_mountpoint(data):
-            return data  # mounted by a daemon that was killed: still good
         kind = options.get("type", "")
+        if is_mountpoint(data):
+            if not (kind in ("nfs", "nfs4") and stale_fuse_mount(data)):
+                return data  # mounted by a daemon that was killed: still good
+            unmount(data, detach=True)  # its userspace client died: mount afresh
+
         words = _split_o(options.get("o", ""))
         device = options.get("device", "")
         if "bind" in words or "rbind" in words:
@@ -137,6 +152,10 @@ class LocalDriver:
                 raise NotFound(f"mount volume {name}: bind device {device} does not exist")
             m = Mount("bind", device, tuple(words))
         elif kind in ("nfs", "nfs4"):
+            if not kernel_has_nfs():  # skiff's userspace client through FUSE instead
+                mount_fuse(device, data, words, pidfile=self._nfs_pidfile(name),
+                           log=os.path.join(self._dir(name), "nfs-client.log"))
+                return data
             m = Mount(kind, device, tuple(words))
         else:
             m = Mount(kind, device or kind, tuple(words))
@@ -145,8 +164,20 @@ class LocalDriver:
 
     def unmount(self, name: str, options: Mapping[str, str]) -> None:
         data = self.path(name)
+        if options.get("type") in ("nfs", "nfs4"):
+            # no isdir() first: with the server gone, stat of the mount fails (EIO)
+            if is_mountpoint(data):
+                unmount(data, detach=True)
+            # a FUSE client exits once the kernel ends its connection; wait for that so no
+            # helper outlives the volume's last user (unless files stay open on a detached
+            # mount: then it serves them until they are closed)
+            wait_helper_exit(self._nfs_pidfile(name))
+            return
         if options and os.path.isdir(data) and is_mountpoint(data):
             unmount(data, detach=True)
+
+    def _nfs_pidfile(self, name: str) -> str:
+        return os.path.join(self._dir(name), "nfs-client.pid")
 
     # --- content ---------------------------------------------------------------------
 

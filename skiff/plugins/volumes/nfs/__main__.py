@@ -1,0 +1,7 @@
+"""Entry point of the mount helper (see ``helper``)."""
+
+import sys
+
+from skiff.plugins.volumes.nfs.helper import main
+
+sys.exit(main())
