@@ -5,24 +5,37 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO, cast
 
 from aiohttp import web
 
-from skiff.core.reference import Reference
 from skiff.core.snapshots import Snapshotter
+from skiff.daemon.builder.wiring import build_service
 from skiff.daemon.config import DaemonConfig
+from skiff.daemon.containers.execs import Execs
 from skiff.daemon.containers.manager import ContainerManager
 from skiff.daemon.containers.record import RUNNING
 from skiff.daemon.containers.runner import Paths, Runner
+from skiff.daemon.containers.stats import Metrics
 from skiff.daemon.containers.store import ContainerStore
 from skiff.daemon.events import EventBus
 from skiff.daemon.http import errors_middleware
+from skiff.daemon.images_backend import ImagesFacade, registry_config
+from skiff.daemon.networks.manager import Containers, NetworkManager
+from skiff.daemon.networks.options import from_config as network_options
+from skiff.daemon.registry_allow import RegistryAllowList
+from skiff.daemon.routers.archive import ArchiveRouter
+from skiff.daemon.routers.build import BuildRouter
 from skiff.daemon.routers.containers import ContainersRouter
+from skiff.daemon.routers.events import EventsRouter
+from skiff.daemon.routers.exec import ExecRouter
 from skiff.daemon.routers.images import ImagesRouter
+from skiff.daemon.routers.networks import NetworksRouter
+from skiff.daemon.routers.stats import StatsRouter
 from skiff.daemon.routers.system import SystemRouter
+from skiff.daemon.routers.volumes import VolumesRouter
+from skiff.daemon.system_backend import SystemFacade
+from skiff.daemon.volumes.containers import ContainerMounts, build_container_mounts
 from skiff.errors import os_error
 from skiff.plugins.content.local import LocalContentStore
 from skiff.plugins.diff.tar import TarDiffer
@@ -32,45 +45,6 @@ from skiff.plugins.snapshots.overlay import OverlaySnapshotter, overlay_supporte
 from skiff.services.images import ImageService
 from skiff.services.interchange import Interchange
 from skiff.services.unpack import Unpacker
-
-
-class ImagesFacade:
-    """The images router's backend: ImageService for queries, Interchange for load/import."""
-
-    def __init__(self, images: ImageService, interchange: Interchange) -> None:
-        self.images = images
-        self.interchange = interchange
-
-    def list_images(self, *, dangling: bool | None = None, reference: Sequence[str] = (),
-                    label: Sequence[str] = ()) -> list[dict[str, Any]]:
-        return self.images.list_images(dangling=dangling, reference=reference, label=label)
-
-    def inspect(self, name: str) -> dict[str, Any]:
-        return self.images.inspect(name)
-
-    def load(self, archive: IO[bytes]) -> list[str]:
-        # a spooled temp file is a binary file in all but name (typeshed calls it IO[bytes])
-        return self.interchange.load(cast(BinaryIO, archive)).messages
-
-    def import_rootfs(self, stream: IO[bytes], names: list[Reference], changes: list[str],
-                      message: str) -> str:
-        img = self.interchange.import_rootfs(cast(BinaryIO, stream), names=names,
-                                             changes=changes, message=message)
-        return str(img.id)
-
-
-class SystemFacade:
-    def __init__(self, manager: ContainerManager, images: ImageService) -> None:
-        self.manager = manager
-        self.images = images
-
-    def container_counts(self) -> tuple[int, int, int]:
-        every = self.manager.store.all()
-        running = sum(c.status == RUNNING for c in every)
-        return len(every), running, len(every) - running
-
-    def image_count(self) -> int:
-        return len(self.images.images())
 
 
 @dataclass
@@ -85,8 +59,15 @@ class Engine:
     system: SystemFacade
     daemon_id: str
     events: EventBus
+    networks: NetworkManager | None = None
+    mounts: ContainerMounts | None = None  # volumes (and the container side of them)
 
     def close(self) -> None:
+        self.images.close()
+        if self.networks is not None:
+            self.networks.close()
+        if self.mounts is not None:
+            self.mounts.close()
         self.store.close()
         self.metadata.close()
         close = getattr(self.snapshotter, "close", None)
@@ -135,30 +116,66 @@ def build_engine(config: DaemonConfig) -> Engine:
 
     images = ImageService(content, metadata, snapshotter, in_use=in_use, graph_driver=driver)
     unpacker = Unpacker(content, snapshotter, TarDiffer())
-    runner = Runner(Paths(root, config.exec_root), snapshotter, config.runtime)
+    runner = Runner(Paths(root, config.exec_root), snapshotter, config.runtime_table(),
+                    config.default_runtime_name)
     events = EventBus()
+    mounts = build_container_mounts(os.path.join(root, "volumes"), store, events)
     manager = ContainerManager(store, runner, images, snapshotter, unpacker, events)
+    manager.mounts = mounts
     interchange = Interchange(images, metadata, tmpdir=os.path.join(root, "tmp"),
                               unpack=unpacker)
-    return Engine(metadata, store, snapshotter, manager, ImagesFacade(images, interchange),
-                  SystemFacade(manager, images), _daemon_id(config), events)
+    images_backend = ImagesFacade(
+        images, interchange, events, unpack=unpacker,
+        registry=registry_config(config.insecure_registries, config.registry_mirrors),
+        allow=RegistryAllowList(config.registry_allow))
+    networks = NetworkManager(network_options(config), Containers(store.find, store.all),
+                              events.publish_threadsafe)
+    return Engine(metadata, store, snapshotter, manager, images_backend,
+                  SystemFacade(manager, images, snapshotter, events, driver),
+                  _daemon_id(config), events, networks, mounts)
 
 
 def build_app(config: DaemonConfig, engine: Engine) -> web.Application:
     """The aiohttp application: middleware, routers, and the restore/shutdown hooks."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024 ** 4)
     SystemRouter(engine.system, config, engine.daemon_id).register(app.router)
+    EventsRouter(engine.events).register(app.router)
     ImagesRouter(engine.images, os.path.join(config.data_root, "tmp")).register(app.router)
+    builder = build_service(config.data_root, config.exec_root, engine.images,
+                            engine.snapshotter, engine.manager.runner)
+    BuildRouter(builder, os.path.join(config.data_root, "tmp")).register(app.router)
     ContainersRouter(engine.manager).register(app.router)
+    ArchiveRouter(engine.manager).register(app.router)
+    execs = Execs(engine.manager)
+    engine.manager.exec_lookup = execs.ids_for
+    ExecRouter(execs).register(app.router)
+    StatsRouter(Metrics(engine.manager)).register(app.router)
+    if engine.mounts is not None:
+        VolumesRouter(engine.mounts.volumes, engine.events,
+                      os.path.join(config.data_root, "tmp")).register(app.router)
+        engine.system.volume_usage = engine.mounts.disk_usage
+    if engine.networks is not None:
+        NetworksRouter(engine.networks).register(app.router)
 
     async def restore(_app: web.Application) -> None:
         engine.events.bind(asyncio.get_running_loop())
+        if engine.networks is not None:  # before containers: their sandboxes are restored
+            await asyncio.to_thread(engine.networks.start)
         await engine.manager.restore()
 
     async def shutdown(_app: web.Application) -> None:
-        # containers keep running under their shims (live restore): only our side stops
+        if not config.live_restore:  # --live-restore=false: a clean stop takes them along
+            running = [c.id for c in engine.manager.store.all()
+                       if engine.manager.is_running(c.id)]
+            # all at once: each may take its whole stop timeout
+            await asyncio.gather(*(engine.manager.stop(cid) for cid in running),
+                                 return_exceptions=True)
+        # else containers keep running under their shims (live restore): only our side stops
         await engine.manager.shutdown()
+        if engine.networks is not None:
+            await asyncio.to_thread(engine.networks.shutdown)
         engine.events.close()
+        builder.close()
 
     app.on_startup.append(restore)
     app.on_shutdown.append(shutdown)

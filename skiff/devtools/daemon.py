@@ -58,7 +58,8 @@ class SkiffdProcess:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "skiff.daemon.main", "-H", self.host, "--data-root",
-                 str(self.data), "--exec-root", str(self.run), *self.flags],
+                 str(self.data), "--exec-root", str(self.run), "--registry-allow",
+                 "127.0.0.0/8", "--registry-allow", "localhost", *self.flags],
                 stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,5 +1,5 @@
 """``python -m skiff.shim start --id ID --bundle DIR --state-dir DIR --runtime-root DIR
-[--runtime skiff-runtime] [--log-path FILE] [--log-max-size 10m] [--log-max-file 3]
+[--runtime skiff-runtime] [--runtime-arg ARG]... [--log-path FILE] [--log-max-size 10m] [--log-max-file 3]
 [--stdin]``
 
 Whether the container has a tty is read from the bundle (``process.terminal``), so the shim
@@ -19,7 +19,7 @@ from skiff.shim.server import Config
 
 USAGE = __doc__ or ""
 _VALUED = {"id", "bundle", "state-dir", "runtime", "runtime-root", "log-path", "log-max-size",
-           "log-max-file"}
+           "log-max-file", "runtime-arg"}
 _BOOLEAN = {"stdin"}
 
 
@@ -38,6 +38,7 @@ def bundle_has_tty(bundle: str) -> bool:
 
 def parse_start(argv: list[str]) -> Config:
     opts: dict[str, str] = {}
+    runtime_args: list[str] = []  # --runtime-arg, repeatable: the runtime's runtimeArgs
     flags: set[str] = set()
     i = 0
     while i < len(argv):
@@ -52,7 +53,10 @@ def parse_start(argv: list[str]) -> Config:
                 if i >= len(argv):
                     raise InvalidArgument(f"start: --{name} needs a value")
                 value = argv[i]
-            opts[name] = value
+            if name == "runtime-arg":
+                runtime_args.append(value)
+            else:
+                opts[name] = value
         i += 1
     for required in ("id", "bundle", "state-dir", "runtime-root"):
         if required not in opts:
@@ -69,7 +73,8 @@ def parse_start(argv: list[str]) -> Config:
                   log_path=os.path.abspath(opts.get("log-path")
                                            or os.path.join(state_dir, "json.log")),
                   log_max_size=parse_size(opts.get("log-max-size", "10m")),
-                  log_max_file=max_file, tty=bundle_has_tty(bundle), stdin="stdin" in flags)
+                  log_max_file=max_file, tty=bundle_has_tty(bundle), stdin="stdin" in flags,
+                  runtime_args=tuple(runtime_args))
 
 
 def main(argv: list[str]) -> int:

@@ -73,11 +73,11 @@ class ShimClient:
         return reply
 
     def attach(self, *, stdin: bool = False, stdout: bool = True, stderr: bool = True,
-               logs: bool = False, stdin_once: bool = False, exec_id: str | None = None
-               ) -> socket.socket:
+               logs: bool = False, stdin_once: bool = False, exec_id: str | None = None,
+               detach_keys: bytes = b"") -> socket.socket:
         sock, _ = self._exchange("attach", self.timeout, {
             "stdin": stdin, "stdout": stdout, "stderr": stderr, "logs": logs,
-            "stdin_once": stdin_once, "exec": exec_id})
+            "stdin_once": stdin_once, "exec": exec_id, "detach_keys": detach_keys.hex()})
         sock.settimeout(None)
         return sock
 
@@ -99,6 +99,10 @@ class ShimClient:
             "id": exec_id, "process": process, "tty": tty, "stdin": stdin, "attach": True})
         sock.settimeout(None)
         return sock
+
+    def exec_delete(self, exec_id: str) -> None:
+        """Forget a finished exec (after its exit was collected with ``wait``)."""
+        self.call("exec-delete", exec=exec_id)
 
     def delete(self, force: bool = False) -> None:
         self.call("delete", force=force)

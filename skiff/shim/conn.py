@@ -12,6 +12,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from skiff.shim.detach import DetachScanner
+
 
 # A client that lets this much live output pile up is dropped rather than let it grow the
 # shim without bound (the container never blocks on a slow reader).
@@ -36,6 +38,7 @@ class Conn:
         self.streams: frozenset[int] = frozenset()
         self.stdin = False
         self.stdin_once = False
+        self.detach: DetachScanner | None = None  # the client's detach keys, when attached
         self.input_done = False
 
     def reply(self, obj: dict[str, Any]) -> None:

@@ -40,8 +40,9 @@ class OCIRuntime:
     """One container's runtime: binary, its ``--root``, and a JSON log in the state dir."""
 
     def __init__(self, binary: str, root: str, log_path: str, cid: str,
-                 timeout: float = 120.0) -> None:
+                 timeout: float = 120.0, args: tuple[str, ...] = ()) -> None:
         self.binary = binary
+        self.args = args  # global flags before the subcommand (a runtime's runtimeArgs)
         self.timeout = timeout
         self.root = root
         self.log_path = log_path
@@ -54,7 +55,7 @@ class OCIRuntime:
         ``stdio`` are the fds the runtime (and a container it creates) gets as 0, 1, 2; by
         default /dev/null. ``what`` names the operation in errors (``create``, ``start``...).
         """
-        argv = [self.binary, "--root", self.root, "--log", self.log_path,
+        argv = [self.binary, *self.args, "--root", self.root, "--log", self.log_path,
                 "--log-format", "json", *args]
         try:
             offset = os.stat(self.log_path).st_size

@@ -22,6 +22,7 @@ import time
 from skiff.errors import Conflict, InvalidArgument, NotFound, SkiffError, SystemFailure, os_error
 from skiff.shim import exitfile, oom, protocol
 from skiff.shim.conn import ATTACHED, REQUEST, WAITING, Conn
+from skiff.shim.detach import DetachScanner
 from skiff.shim.logs import STREAMS, LogWriter, read_logs
 from skiff.shim.ociruntime import OCIRuntime
 from skiff.shim.proc import Proc
@@ -43,12 +44,13 @@ class Config:
     """What one shim supervises, and how (see ``python -m skiff.shim start``)."""
 
     __slots__ = ("bundle", "id", "log_max_file", "log_max_size", "log_path", "runtime",
-                 "runtime_root", "state_dir", "stdin", "tty")
+                 "runtime_args", "runtime_root", "state_dir", "stdin", "tty")
 
     def __init__(self, *, id: str, bundle: str, state_dir: str, runtime: str,
                  runtime_root: str, log_path: str, log_max_size: int, log_max_file: int,
-                 tty: bool, stdin: bool) -> None:
+                 tty: bool, stdin: bool, runtime_args: tuple[str, ...] = ()) -> None:
         self.id = id
+        self.runtime_args = runtime_args
         self.bundle = bundle
         self.state_dir = state_dir
         self.runtime = runtime
@@ -77,7 +79,8 @@ class Shim:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.runtime = OCIRuntime(cfg.runtime, cfg.runtime_root,
-                                  os.path.join(cfg.state_dir, "runtime.log"), cfg.id)
+                                  os.path.join(cfg.state_dir, "runtime.log"), cfg.id,
+                                  args=cfg.runtime_args)
         self.sel = selectors.DefaultSelector()
         self.init = Proc("", cfg.tty, cfg.stdin)
         self.execs: dict[str, Proc] = {}
@@ -412,7 +415,14 @@ class Shim:
     def _attached_input(self, conn: Conn, data: bytes) -> None:
         proc: Proc = conn.target
         if data:
-            if conn.stdin:
+            if conn.detach is not None:
+                data, detached = conn.detach.feed(data)
+                if detached:  # the client leaves; the container and its stdin stay
+                    if data and conn.stdin:
+                        self._write_stdin(proc, data)
+                    self._drop(conn)
+                    return
+            if data and conn.stdin:
                 self._write_stdin(proc, data)
             return
         conn.input_done = True  # the client ended its side; output still flows to it
@@ -494,10 +504,11 @@ class Shim:
         if req.get("logs") and proc is self.init:
             self._replay_logs(conn, streams)
         self._attach(conn, proc, streams, bool(req.get("stdin")),
-                     bool(req.get("stdin_once")))
+                     bool(req.get("stdin_once")), bytes.fromhex(str(req.get("detach_keys") or "")))
 
     def _attach(self, conn: Conn, proc: Proc, streams: frozenset[int], stdin: bool,
-                stdin_once: bool) -> None:
+                stdin_once: bool, detach_keys: bytes = b"") -> None:
+        conn.detach = DetachScanner(detach_keys) if detach_keys and stdin else None
         conn.mode = ATTACHED
         conn.target = proc
         conn.streams = streams
@@ -586,6 +597,18 @@ class Shim:
                          proc.open_stdin, bool(req.get("stdin_once", True)))
             return None
         return {"pid": proc.pid}
+
+    def op_exec_delete(self, conn: Conn, req: dict[str, Any]) -> dict[str, Any]:
+        """Forget a finished exec (its exit was collected): healthchecks exec every few
+        seconds, and a shim that remembered them all would grow without bound."""
+        key = str(req.get("exec"))
+        proc = self.execs.get(key)
+        if proc is None:
+            raise NotFound(f"exec {key} in container {self.cfg.id}: no such exec")
+        if proc.exit is None:
+            raise Conflict(f"exec {key} in container {self.cfg.id}: still running")
+        del self.execs[key]
+        return {}
 
     def op_delete(self, conn: Conn, req: dict[str, Any]) -> None:
         if self.init.running and not req.get("force"):

@@ -26,6 +26,12 @@ DOCKER = shutil.which("docker")
 IMAGE = "busybox:latest"
 
 
+# Network safety: a test daemon may contact registries on this machine only (a short name
+# such as "busybox" the daemon lacks would otherwise send it to Docker Hub).
+LOOPBACK_REGISTRIES_ONLY = ("--registry-allow", "127.0.0.0/8", "--registry-allow", "localhost",
+                            "--registry-allow", "::1")
+
+
 class Skiffd:
     """One private skiffd process and the clients that talk to it."""
 
@@ -45,7 +51,8 @@ class Skiffd:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "skiff.daemon.main", "-H", f"unix://{self.sock}",
                  "--data-root", str(self.data), "--exec-root", str(self.run),
-                 "--pidfile", str(self.pidfile), *self.flags], stdout=log, stderr=log)
+                 "--pidfile", str(self.pidfile), *LOOPBACK_REGISTRIES_ONLY, *self.flags],
+                stdout=log, stderr=log)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.logfile.read_text()

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -120,6 +121,59 @@ def test_interactive_tty_through_a_real_terminal(skiffd: Skiffd) -> None:
                          timeout=60, check=False)
     assert res.returncode == 5, res.stdout
     assert b"from-the-tty\r\n" in res.stdout
+
+
+def _attach_raw(d: Skiffd, cid: str, query: str) -> socket.socket:
+    """An upgraded attach connection, past its 101 headers."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(10)
+    sock.connect(str(d.sock))
+    sock.sendall(f"POST /containers/{cid}/attach?stream=1&stdin=1&stdout=1&stderr=1{query} "
+                 "HTTP/1.1\r\nHost: skiffd\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+                 .encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _read_until(sock: socket.socket, want: bytes) -> bytes:
+    got = b""
+    while want not in got:
+        chunk = sock.recv(4096)
+        assert chunk, f"stream ended before {want!r}: {got!r}"
+        got += chunk
+    return got
+
+
+def test_detach_keys_leave_the_container_running_with_stdin_open(skiffd: Skiffd) -> None:
+    cid = skiffd.run_d("-it", IMAGE, "sh")
+    try:
+        for query, seq in (("", b"\x10\x11"), ("&detachKeys=ctrl-a,x", b"\x01x")):
+            sock = _attach_raw(skiffd, cid, query)
+            try:
+                sock.sendall(b"echo before-detach\n")
+                _read_until(sock, b"before-detach\r\n")
+                sock.sendall(seq)
+                deadline = time.monotonic() + 10
+                while sock.recv(4096):  # the daemon ends the stream: detached
+                    assert time.monotonic() < deadline, "no detach"
+            finally:
+                sock.close()
+            assert skiffd.out("inspect", "-f", "{{.State.Running}}", cid) == "true\n"
+        # stdin stayed open and the sequence never reached the shell: it still reads
+        sock = _attach_raw(skiffd, cid, "")
+        try:
+            sock.sendall(b"exit 7\n")
+            assert skiffd.out("wait", cid) == "7\n"
+        finally:
+            sock.close()
+        status, body = skiffd.api("POST", f"/containers/{cid}/attach?stream=1&stdin=1"
+                                  "&detachKeys=ctrl-%3F%3F")
+        assert status == 400 and "detach keys" in body["message"]
+    finally:
+        skiffd.docker("rm", "-f", cid)
 
 
 def test_limits_and_confinement_reach_the_container(skiffd: Skiffd) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from skiff.errors import Conflict
+from skiff.errors import Conflict, NotFound
 from skiff.shim import exitfile
 from skiff.shim.client import ShimClient, read_frames
 
@@ -179,6 +179,11 @@ def test_exec_and_kill_with_a_stand_in_runtime(fake_runtime: str, tmp_path: Path
         sock.shutdown(1)
         assert list(read_frames(sock)) == [(1, b"round trip\n")]
         assert client.wait(exec_id="e1", timeout=10)["exit_code"] == 6
+        assert "e1" in client.state()["execs"]
+        client.exec_delete("e1")  # collected: the shim forgets it
+        assert "e1" not in client.state()["execs"]
+        with pytest.raises(NotFound):
+            client.exec_delete("e1")
         client.kill("SIGTERM")
         assert client.wait(timeout=10)["exit_code"] == 128 + 15
         client.delete()

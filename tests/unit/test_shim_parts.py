@@ -161,7 +161,11 @@ def test_start_arguments(tmp_path: Path) -> None:
         "c1", True, True, 1024 * 1024, 3)
     assert cfg.state_dir == os.path.abspath("s")
     assert cfg.log_path == os.path.join(os.path.abspath("s"), "json.log")
-    assert cfg.runtime == "skiff-runtime"
+    assert cfg.runtime == "skiff-runtime" and cfg.runtime_args == ()
+    cfg = parse_start(["--id", "c1", "--bundle", str(bundle), "--state-dir", "s",
+                       "--runtime-root=/rr", "--runtime", "crun", "--runtime-arg=--debug",
+                       "--runtime-arg", "--systemd-cgroup"])
+    assert (cfg.runtime, cfg.runtime_args) == ("crun", ("--debug", "--systemd-cgroup"))
     for bad in (["--id", "c1"], ["--bogus"], ["--id"], ["positional"],
                 ["--id", "c", "--bundle", "b", "--state-dir", "s", "--runtime-root", "r",
                  "--log-max-file", "x"]):

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from skiff.daemon.volumes.points import docker_mounts
+
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 CREATED, RUNNING, EXITED, DEAD = "created", "running", "exited", "dead"
+# Shown, never stored in ``status``: a paused container is running (its process exists) and
+# a restarting one has exited and waits for its back-off; the flags below say which.
+PAUSED, RESTARTING = "paused", "restarting"
 
 
 def now_rfc3339() -> str:
@@ -22,6 +28,11 @@ def _unix(text: str) -> float:
             tzinfo=UTC).timestamp()
     except ValueError:
         return 0.0
+
+
+def unix_time(text: str) -> float:
+    """An RFC 3339 time as this record writes it, in unix seconds (0 if unreadable)."""
+    return _unix(text)
 
 
 def _ago(seconds: float) -> str:
@@ -64,6 +75,13 @@ class Container:
     finished_at: str = ZERO_TIME
     restart_count: int = 0
     snapshot_key: str = ""
+    paused: bool = False
+    restarting: bool = False
+    # stopped or killed through the API: no restart policy applies until the next start
+    manually_stopped: bool = False
+    health: dict[str, Any] | None = None  # State.Health, when a healthcheck is configured
+    # binds, volumes and --mount tmpfs (skiff.daemon.volumes.points.MountPoint rows)
+    mount_points: list[dict[str, Any]] = field(default_factory=list)
 
     def to_row(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +96,20 @@ class Container:
         return self.status == RUNNING
 
     @property
+    def state(self) -> str:
+        """Docker's State.Status: the stored status, or paused/restarting."""
+        if self.status == RUNNING and self.paused:
+            return PAUSED
+        if self.status != RUNNING and self.restarting:
+            return RESTARTING
+        return self.status
+
+    @property
+    def labels(self) -> dict[str, str]:
+        labels = self.config.get("Labels")
+        return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+    @property
     def tty(self) -> bool:
         return bool(self.config.get("Tty"))
 
@@ -90,14 +122,23 @@ class Container:
     def status_text(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
         if self.status == RUNNING:
-            return f"Up {_ago(now - _unix(self.started_at))}"
+            text = f"Up {_ago(now - _unix(self.started_at))}"
+            if self.paused:
+                return text + " (Paused)"
+            health = (self.health or {}).get("Status")
+            if health == "starting":
+                return text + " (health: starting)"
+            return text + (f" ({health})" if health else "")
+        if self.restarting:
+            return f"Restarting ({self.exit_code}) {_ago(now - _unix(self.finished_at))} ago"
         if self.status == EXITED and self.finished_at != ZERO_TIME:
             return f"Exited ({self.exit_code}) {_ago(now - _unix(self.finished_at))} ago"
         if self.status == DEAD:
             return "Dead"
         return "Created"
 
-    def inspect(self, *, log_path: str, rootfs: str) -> dict[str, Any]:
+    def inspect(self, *, log_path: str, rootfs: str, exec_ids: Sequence[str] | None = None
+                ) -> dict[str, Any]:
         """Docker's ``GET /containers/{id}/json``."""
         args = self.command()
         return {
@@ -106,10 +147,11 @@ class Container:
             "Path": args[0] if args else "",
             "Args": args[1:],
             "State": {
-                "Status": self.status,
-                "Running": self.status == RUNNING,
-                "Paused": False,
-                "Restarting": False,
+                "Status": self.state,
+                # dockerd counts a restarting container as running (it will be again)
+                "Running": self.status == RUNNING or self.restarting,
+                "Paused": self.paused,
+                "Restarting": self.restarting,
                 "OOMKilled": self.oom_killed,
                 "Dead": self.status == DEAD,
                 "Pid": self.pid if self.status == RUNNING else 0,
@@ -117,6 +159,7 @@ class Container:
                 "Error": self.error,
                 "StartedAt": self.started_at,
                 "FinishedAt": self.finished_at,
+                **({"Health": self.health} if self.health is not None else {}),
             },
             "Image": self.image_id,
             "ResolvConfPath": "",
@@ -130,10 +173,10 @@ class Container:
             "MountLabel": "",
             "ProcessLabel": "",
             "AppArmorProfile": "",
-            "ExecIDs": None,
+            "ExecIDs": list(exec_ids) if exec_ids else None,
             "HostConfig": self.host_config,
             "GraphDriver": {"Name": "overlay2", "Data": {"MergedDir": rootfs}},
-            "Mounts": [],
+            "Mounts": docker_mounts(self.mount_points),
             "Config": {**self.config, "Image": self.image},
             "NetworkSettings": {"Networks": {}, "Ports": {}, "SandboxKey": "",
                                 "IPAddress": "", "Gateway": "", "MacAddress": ""},
@@ -151,9 +194,9 @@ class Container:
             "Created": int(_unix(self.created)),
             "Ports": [],
             "Labels": labels if isinstance(labels, dict) else {},
-            "State": self.status,
+            "State": self.state,
             "Status": self.status_text(),
             "HostConfig": {"NetworkMode": self.host_config.get("NetworkMode", "none")},
             "NetworkSettings": {"Networks": {}},
-            "Mounts": [],
+            "Mounts": docker_mounts(self.mount_points),
         }

@@ -15,12 +15,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from skiff.core.snapshots import Snapshotter
+from skiff.daemon.config import DEFAULT_RUNTIME, RuntimeSpec
 from skiff.daemon.containers.record import Container
 from skiff.errors import InvalidArgument, SystemFailure, Unavailable, os_error
 from skiff.plugins.snapshots.mount import is_mountpoint, mount_all, unmount_all
@@ -79,6 +81,10 @@ class Paths:
     def runtime_root(self) -> str:
         return os.path.join(self.exec_root, "runtime")
 
+    def runtime_state(self, runtime: str) -> str:
+        """Each runtime's own ``--root``: runc and skiff-runtime must never share state."""
+        return os.path.join(self.runtime_root, runtime.strip("/").replace("/", "_"))
+
     def container_dir(self, cid: str) -> str:
         return os.path.join(self.data_root, "containers", cid)
 
@@ -87,14 +93,45 @@ class Paths:
 
 
 class Runner:
-    def __init__(self, paths: Paths, snapshotter: Snapshotter, runtime: str) -> None:
+    """``runtimes`` maps names (HostConfig.Runtime) to binaries; ``default`` names the one for
+    containers that name none. A bare path is accepted for ``runtimes`` too (one runtime)."""
+
+    def __init__(self, paths: Paths, snapshotter: Snapshotter,
+                 runtimes: Mapping[str, RuntimeSpec] | str,
+                 default: str = DEFAULT_RUNTIME) -> None:
         self.paths = paths
         self.snapshotter = snapshotter
-        self.runtime = runtime
+        if isinstance(runtimes, str):
+            runtimes = {default: RuntimeSpec(runtimes)}
+        self.runtimes = dict(runtimes)
+        self.default = default
+        if default not in self.runtimes:
+            raise InvalidArgument(f"default runtime {default!r}: no such runtime")
+
+    def check_runtime(self, name: str) -> None:
+        """HostConfig.Runtime at create: empty (the default) or a configured name."""
+        if name and name not in self.runtimes:
+            raise InvalidArgument(f"unknown or invalid runtime name: {name}")
+
+    def runtime_name(self, c: Container) -> str:
+        """The configured name of ``c``'s runtime (aliases folded: one state dir each)."""
+        name = c.host_config.get("Runtime") or self.default
+        if not isinstance(name, str):
+            raise InvalidArgument(f"unknown or invalid runtime name: {name}")
+        self.check_runtime(name)
+        own = self.runtimes.get(DEFAULT_RUNTIME)
+        return DEFAULT_RUNTIME if name != DEFAULT_RUNTIME and self.runtimes[name] == own \
+            else name
+
+    def runtime_spec(self, c: Container) -> RuntimeSpec:
+        return self.runtimes[self.runtime_name(c)]
 
     def runtime_for(self, c: Container) -> str:
-        """The OCI runtime binary that runs ``c`` (the daemon's default for now)."""
-        return self.runtime
+        """The OCI runtime binary that runs ``c`` (HostConfig.Runtime, else the default)."""
+        return self.runtime_spec(c).path
+
+    def runtime_root_for(self, c: Container) -> str:
+        return self.paths.runtime_state(self.runtime_name(c))
 
     def shim(self, cid: str, timeout: float | None = 30.0) -> ShimClient:
         return ShimClient(self.paths.shim(cid), timeout=timeout)
@@ -135,9 +172,12 @@ class Runner:
         return build_spec(c.config, c.host_config, inputs)
 
     def _start_shim(self, c: Container, bundle: str) -> None:
+        spec = self.runtime_spec(c)
         argv = [sys.executable, "-m", "skiff.shim", "start", "--id", c.id, "--bundle", bundle,
-                "--state-dir", self.paths.shim(c.id), "--runtime", self.runtime_for(c),
-                "--runtime-root", self.paths.runtime_root, "--log-path", self.paths.log(c.id)]
+                "--state-dir", self.paths.shim(c.id), "--runtime", spec.path,
+                "--runtime-root", self.runtime_root_for(c), "--log-path", self.paths.log(c.id)]
+        # runtimeArgs go before the runtime's subcommand; the shim must know --runtime-arg
+        argv += [f"--runtime-arg={arg}" for arg in spec.args]
         if c.config.get("OpenStdin"):
             argv.append("--stdin")
         try:
@@ -161,14 +201,20 @@ class Runner:
                 self.shim(c.id).delete(force=force)
             except (Unavailable, SystemFailure, OSError):
                 # the shim is gone (killed): clean up behind it ourselves
-                subprocess.run([self.runtime_for(c), "--root", self.paths.runtime_root, "delete",
-                                "--force", c.id], capture_output=True, check=False, timeout=60)
+                self._runtime_delete(c)
             shutil.rmtree(state_dir, ignore_errors=True)
         else:
-            subprocess.run([self.runtime_for(c), "--root", self.paths.runtime_root, "delete",
-                            "--force", c.id], capture_output=True, check=False, timeout=60)
+            self._runtime_delete(c)
         # Whatever the runtime, the shared parent cgroup goes with the last container in it.
         remove_if_empty(SpecInputs.cgroup_parent)
+
+    def _runtime_delete(self, c: Container) -> None:
+        try:
+            spec, root = self.runtime_spec(c), self.runtime_root_for(c)
+        except InvalidArgument:
+            return  # its runtime is no longer configured: nothing we could run
+        subprocess.run([spec.path, *spec.args, "--root", root, "delete", "--force", c.id],
+                       capture_output=True, check=False, timeout=60)
 
     def teardown(self, c: Container) -> None:
         """Unmount the rootfs and remove the bundle (the snapshot itself stays)."""

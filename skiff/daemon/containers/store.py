@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 from skiff.daemon.containers.record import Container
@@ -27,11 +28,7 @@ class ContainerStore:
 
     def add(self, c: Container) -> None:
         with self.db.tx(f"create container {c.name}") as conn:
-            taken = conn.execute("SELECT id FROM containers WHERE name = ?", (c.name,)).fetchone()
-            if taken:
-                raise Conflict(f'Conflict. The container name "/{c.name}" is already in use by '
-                               f'container "{taken[0]}". You have to remove (or rename) that '
-                               "container to be able to reuse that name.")
+            _check_free(conn, c)
             conn.execute("INSERT INTO containers (id, name, data) VALUES (?, ?, ?)",
                          (c.id, c.name, json.dumps(c.to_row())))
 
@@ -39,6 +36,13 @@ class ContainerStore:
         with self.db.tx(f"update container {c.name}") as conn:
             conn.execute("UPDATE containers SET data = ? WHERE id = ?",
                          (json.dumps(c.to_row()), c.id))
+
+    def rename(self, c: Container) -> None:
+        """Store ``c`` under its new name, atomically refusing a name another one holds."""
+        with self.db.tx(f"rename container {c.id} to {c.name}") as conn:
+            _check_free(conn, c)
+            conn.execute("UPDATE containers SET name = ?, data = ? WHERE id = ?",
+                         (c.name, json.dumps(c.to_row()), c.id))
 
     def delete(self, cid: str) -> None:
         with self.db.tx(f"delete container {cid}") as conn:
@@ -59,6 +63,15 @@ class ContainerStore:
         if not rows:
             raise NotFound(f"No such container: {ref}")
         return Container.from_row(_load(rows[0][0]))
+
+
+def _check_free(conn: sqlite3.Connection, c: Container) -> None:
+    taken = conn.execute("SELECT id FROM containers WHERE name = ? AND id != ?",
+                         (c.name, c.id)).fetchone()
+    if taken:
+        raise Conflict(f'Conflict. The container name "/{c.name}" is already in use by '
+                       f'container "{taken[0]}". You have to remove (or rename) that '
+                       "container to be able to reuse that name.")
 
 
 def _load(raw: object) -> dict[str, Any]:

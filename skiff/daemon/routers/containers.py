@@ -1,8 +1,10 @@
-"""``/containers``: create, list, inspect, start, wait, attach, logs, kill, stop, delete."""
+"""``/containers``: create, list, inspect, start, wait, attach, logs, kill, stop, restart,
+pause, unpause, update, rename, prune, delete."""
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import socket
@@ -18,6 +20,7 @@ from skiff.daemon.containers.record import Container
 from skiff.daemon.hijack import MULTIPLEXED_STREAM, RAW_STREAM, hijack, pipe
 from skiff.daemon.http import api_minor, json_body, json_response, qbool, qfilters, qint, route
 from skiff.errors import InvalidArgument
+from skiff.shim.detach import DEFAULT_DETACH_KEYS, parse_detach_keys
 from skiff.shim.logs import LogEntry
 
 _STREAM_IDS = {"stdout": 1, "stderr": 2}
@@ -32,14 +35,25 @@ class ContainersBackend(Protocol):
     async def stop(self, ref: str, timeout: int | None = None,
                    signal: object = None) -> None: ...
     async def kill(self, ref: str, signal: object = "SIGKILL") -> None: ...
-    async def remove(self, ref: str, *, force: bool = False) -> None: ...
+    async def remove(self, ref: str, *, force: bool = False, volumes: bool = False
+                     ) -> None: ...
+    async def restart(self, ref: str, timeout: int | None = None,
+                      signal: object = None) -> None: ...
+    async def pause(self, ref: str) -> None: ...
+    async def unpause(self, ref: str) -> None: ...
+    async def update(self, ref: str, body: Mapping[str, Any]) -> builtins.list[str]: ...
+    async def rename(self, ref: str, new_name: str) -> None: ...
+    async def prune(self, filters: Mapping[str, Sequence[str]]
+                    ) -> tuple[builtins.list[str], int]: ...
+    def sizes(self, c: Container) -> tuple[int, int]: ...
     async def resize(self, ref: str, height: int, width: int) -> None: ...
     def waiter(self, ref: str, condition: str) -> asyncio.Future[int]: ...
-    async def attach(self, ref: str, *, stdin: bool, stdout: bool, stderr: bool, logs: bool
-                     ) -> socket.socket: ...
+    async def attach(self, ref: str, *, stdin: bool, stdout: bool, stderr: bool, logs: bool,
+                     detach_keys: bytes = b"") -> socket.socket: ...
     def logs(self, c: Container, *, follow: bool, tail: int | None, since_ns: int | None,
              until_ns: int | None, stop: Callable[[], bool]) -> Iterator[LogEntry]: ...
     def log_path(self, c: Container) -> str: ...
+    def exec_ids(self, cid: str) -> Sequence[str]: ...
     def rootfs(self, c: Container) -> str: ...
 
 
@@ -73,6 +87,12 @@ class ContainersRouter:
         route(router, "POST", "/containers/{id}/kill", self.kill)
         route(router, "POST", "/containers/{id}/stop", self.stop)
         route(router, "POST", "/containers/{id}/resize", self.resize)
+        route(router, "POST", "/containers/{id}/restart", self.restart)
+        route(router, "POST", "/containers/{id}/pause", self.pause)
+        route(router, "POST", "/containers/{id}/unpause", self.unpause)
+        route(router, "POST", "/containers/{id}/update", self.update)
+        route(router, "POST", "/containers/{id}/rename", self.rename)
+        route(router, "POST", "/containers/prune", self.prune)
         route(router, "DELETE", "/containers/{id}", self.delete)
 
     async def create(self, request: web.Request) -> web.StreamResponse:
@@ -85,12 +105,18 @@ class ContainersRouter:
         limit = qint(request, "limit", -1) or -1
         if limit > 0:
             found = found[:limit]
-        return json_response([c.summary() for c in found])
+        rows = [c.summary() for c in found]
+        if qbool(request, "size"):
+            # cheap: the snapshotter measures the writable layer, the image knows its size
+            for row, c in zip(rows, found, strict=True):
+                row["SizeRw"], row["SizeRootFs"] = await asyncio.to_thread(self.backend.sizes, c)
+        return json_response(rows)
 
     async def inspect(self, request: web.Request) -> web.StreamResponse:
         c = self.backend.get(request.match_info["id"])
         return json_response(c.inspect(log_path=self.backend.log_path(c),
-                                           rootfs=self.backend.rootfs(c)))
+                                           rootfs=self.backend.rootfs(c),
+                                           exec_ids=self.backend.exec_ids(c.id)))
 
     async def start(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -119,8 +145,39 @@ class ContainersRouter:
         await self.backend.resize(request.match_info["id"], height, width)
         return web.Response(status=200)
 
+    async def restart(self, request: web.Request) -> web.StreamResponse:
+        await self.backend.restart(request.match_info["id"], qint(request, "t"),
+                                   request.query.get("signal") or None)
+        return web.Response(status=204)
+
+    async def pause(self, request: web.Request) -> web.StreamResponse:
+        await self.backend.pause(request.match_info["id"])
+        return web.Response(status=204)
+
+    async def unpause(self, request: web.Request) -> web.StreamResponse:
+        await self.backend.unpause(request.match_info["id"])
+        return web.Response(status=204)
+
+    async def update(self, request: web.Request) -> web.StreamResponse:
+        body = await json_body(request)
+        warnings = await self.backend.update(request.match_info["id"], body)
+        return json_response({"Warnings": warnings})
+
+    async def rename(self, request: web.Request) -> web.StreamResponse:
+        await self.backend.rename(request.match_info["id"], request.query.get("name", ""))
+        return web.Response(status=204)
+
+    async def prune(self, request: web.Request) -> web.StreamResponse:
+        deleted, reclaimed = await self.backend.prune(qfilters(request))
+        return json_response({"ContainersDeleted": deleted or None,
+                              "SpaceReclaimed": reclaimed})
+
     async def delete(self, request: web.Request) -> web.StreamResponse:
-        await self.backend.remove(request.match_info["id"], force=qbool(request, "force"))
+        if qbool(request, "link"):
+            raise InvalidArgument("removing links (link=true) is not supported: skiff has "
+                                  "no container links yet")
+        await self.backend.remove(request.match_info["id"], force=qbool(request, "force"),
+                                  volumes=qbool(request, "v"))
         return web.Response(status=204)
 
     async def wait(self, request: web.Request) -> web.StreamResponse:
@@ -142,10 +199,11 @@ class ContainersRouter:
         c = self.backend.get(request.match_info["id"])
         if not qbool(request, "stream") and not qbool(request, "logs"):
             raise InvalidArgument("attach: stream or logs must be true")
+        stdin = qbool(request, "stdin")
+        keys = parse_detach_keys(request.query.get("detachKeys") or DEFAULT_DETACH_KEYS)
         sock = await self.backend.attach(
-            c.id, stdin=qbool(request, "stdin"),
-            stdout=qbool(request, "stdout"), stderr=qbool(request, "stderr"),
-            logs=qbool(request, "logs"))
+            c.id, stdin=stdin, stdout=qbool(request, "stdout"), stderr=qbool(request, "stderr"),
+            logs=qbool(request, "logs"), detach_keys=keys)
         try:
             content_type = RAW_STREAM if c.tty or api_minor(request) < 42 else MULTIPLEXED_STREAM
             resp, inbound = await hijack(request, content_type)

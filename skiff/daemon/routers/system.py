@@ -1,7 +1,9 @@
-"""``/_ping``, ``/version``, ``/info``."""
+"""``/_ping``, ``/version``, ``/info``, ``/system/df``."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import os
 import platform
 import socket
@@ -20,11 +22,20 @@ PING_HEADERS = {"Api-Version": API_VERSION, "Ostype": "linux", "Docker-Experimen
 
 
 class SystemBackend(Protocol):
-    def container_counts(self) -> tuple[int, int, int]:
-        """(all, running, stopped)."""
+    driver: str  # the storage driver's name
+
+    def container_counts(self) -> tuple[int, int, int, int]:
+        """(all, running, paused, stopped)."""
         ...
 
     def image_count(self) -> int: ...
+
+    def disk_usage(self) -> dict[str, Any]:
+        """``/system/df``'s body: LayersSize, Images, Containers, Volumes, BuildCache."""
+        ...
+
+    @property
+    def event_listeners(self) -> int: ...
 
 
 def _mem_total() -> int:
@@ -36,6 +47,15 @@ def _mem_total() -> int:
     except OSError:
         pass
     return 0
+
+
+def _proc_flag(key: str) -> bool:
+    """A /proc/sys switch (the bridge driver turns ip_forward on with the first bridge)."""
+    try:
+        with open("/proc/sys/" + key) as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
 
 
 def _cgroup_version() -> str:
@@ -53,6 +73,34 @@ def _os_name() -> str:
     return "Linux"
 
 
+def registry_config(config: DaemonConfig) -> dict[str, Any]:
+    """/info's RegistryConfig: insecure CIDRs and hosts, Docker Hub's mirrors."""
+    cidrs, hosts = ["127.0.0.0/8", "::1/128"], []
+    for entry in config.insecure_registries:
+        try:
+            net = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            hosts.append(entry)  # host[:port]
+            continue
+        if str(net) not in cidrs:
+            cidrs.append(str(net))
+    mirrors = list(config.registry_mirrors)
+    indexes: dict[str, Any] = {
+        "docker.io": {"Name": "docker.io", "Mirrors": mirrors, "Secure": True, "Official": True}}
+    for host in hosts:
+        indexes[host] = {"Name": host, "Mirrors": [], "Secure": False, "Official": False}
+    return {"AllowNondistributableArtifactsCIDRs": None,
+            "AllowNondistributableArtifactsHostnames": None,
+            "InsecureRegistryCIDRs": cidrs, "IndexConfigs": indexes, "Mirrors": mirrors}
+
+
+def _security_options() -> list[str]:
+    opts = ["name=seccomp,profile=builtin"]
+    if _cgroup_version() == "2":
+        opts.append("name=cgroupns")
+    return opts
+
+
 class SystemRouter:
     def __init__(self, backend: SystemBackend, config: DaemonConfig, daemon_id: str) -> None:
         self.backend = backend
@@ -64,6 +112,7 @@ class SystemRouter:
         route(router, "HEAD", "/_ping", self.ping)
         route(router, "GET", "/version", self.version)
         route(router, "GET", "/info", self.info)
+        route(router, "GET", "/system/df", self.disk_usage)
 
     async def ping(self, request: web.Request) -> web.StreamResponse:
         body = "" if request.method == "HEAD" else "OK"
@@ -80,44 +129,53 @@ class SystemRouter:
             "Version": __version__, **details, "Experimental": False, "BuildTime": "",
         }, headers=PING_HEADERS)
 
-    def _runtime_name(self) -> str:
-        return os.path.basename(self.config.runtime)
+    async def disk_usage(self, request: web.Request) -> web.StreamResponse:
+        # sizes walk the snapshot directories: off the event loop
+        return json_response(await asyncio.to_thread(self.backend.disk_usage))
+
+    def _runtimes(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, spec in sorted(self.config.runtime_table().items()):
+            out[name] = {"path": spec.path}
+            if spec.args:
+                out[name]["runtimeArgs"] = list(spec.args)
+        return out
 
     async def info(self, request: web.Request) -> web.StreamResponse:
-        total, running, stopped = self.backend.container_counts()
+        total, running, paused, stopped = self.backend.container_counts()
         info: dict[str, Any] = {
             "ID": self.daemon_id, "Containers": total, "ContainersRunning": running,
-            "ContainersPaused": 0, "ContainersStopped": stopped,
-            "Images": self.backend.image_count(), "Driver": "overlayfs", "DriverStatus": [],
-            "Plugins": {"Volume": [], "Network": ["host", "null"], "Authorization": None,
+            "ContainersPaused": paused, "ContainersStopped": stopped,
+            "Images": self.backend.image_count(), "Driver": self.backend.driver,
+            "DriverStatus": [],
+            "Plugins": {"Volume": [], "Network": ["bridge", "host", "null"],
+                        "Authorization": None,
                         "Log": ["json-file"]},
             "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
-            "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": False,
-            "BridgeNfIptables": False, "BridgeNfIp6tables": False, "Debug": False,
+            "CPUShares": True, "CPUSet": True, "PidsLimit": True,
+            "IPv4Forwarding": _proc_flag("net/ipv4/ip_forward"),
+            "BridgeNfIptables": False, "BridgeNfIp6tables": False, "Debug": self.config.debug,
             "NFd": len(os.listdir("/proc/self/fd")), "OomKillDisable": True,
             "NGoroutines": 0, "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs",
-            "CgroupVersion": _cgroup_version(), "NEventsListener": 0,
+            "CgroupVersion": _cgroup_version(),
+            "NEventsListener": self.backend.event_listeners,
             "KernelVersion": os.uname().release, "OperatingSystem": _os_name(),
             "OSVersion": "", "OSType": "linux", "Architecture": os.uname().machine,
             "IndexServerAddress": "https://index.docker.io/v1/",
-            "RegistryConfig": {"AllowNondistributableArtifactsCIDRs": None,
-                               "AllowNondistributableArtifactsHostnames": None,
-                               "InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {},
-                               "Mirrors": None},
+            "RegistryConfig": registry_config(self.config),
             "NCPU": os.cpu_count() or 1, "MemTotal": _mem_total(),
             "DockerRootDir": self.config.data_root, "HttpProxy": "", "HttpsProxy": "",
             "NoProxy": "", "Name": socket.gethostname(), "Labels": [],
             "ExperimentalBuild": False, "ServerVersion": __version__,
-            "Runtimes": {self._runtime_name(): {"path": self.config.runtime}},
-            "DefaultRuntime": self._runtime_name(),
+            "Runtimes": self._runtimes(),
+            "DefaultRuntime": self.config.default_runtime_name,
             "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
                       "ControlAvailable": False, "Error": "", "RemoteManagers": None},
-            "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "",
+            "LiveRestoreEnabled": self.config.live_restore, "Isolation": "", "InitBinary": "",
             "ContainerdCommit": {"ID": ""}, "RuncCommit": {"ID": ""},
             "InitCommit": {"ID": ""},
-            "SecurityOptions": ["name=seccomp,profile=builtin"],
-            "Warnings": ["WARNING: no bridge networking yet: containers get an isolated "
-                         "network namespace (loopback only) unless --network host"],
+            "SecurityOptions": _security_options(),
+            "Warnings": [],
         }
         return json_response(info)

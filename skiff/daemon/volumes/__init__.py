@@ -1,0 +1,1 @@
+"""Volumes, binds and tmpfs for skiffd's containers (issue 6)."""
