@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -47,6 +48,7 @@ def _env(host: str) -> dict[str, str]:
 def podman_row(rootfs_tar: Path) -> Iterator[Runner | None]:
     exe = shutil.which("podman")
     if exe is None:
+        print("(podman is not installed: apt-get install podman; its row is left out)")
         yield None
         return
     base = Path(tempfile.mkdtemp(prefix="skbp", dir="/tmp"))
@@ -54,7 +56,20 @@ def podman_row(rootfs_tar: Path) -> Iterator[Runner | None]:
            "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
     try:
         _run([*cmd, "import", str(rootfs_tar), "busybox:latest"])
-        yield lambda: _run([*cmd, "run", "--rm", "--network", "none", "busybox:latest", "true"])
+        # Root here lacks CAP_SYS_RESOURCE, so podman's default rlimits (above ours) would be
+        # refused by its runtime: give it the limits this process has.
+        limits = []
+        for name, which in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
+            soft, hard = resource.getrlimit(which)
+            limits += ["--ulimit", f"{name}={soft}:{hard}"]
+        argv = [*cmd, "run", "--rm", "--network", "none", *limits, "busybox:latest", "true"]
+        trial = subprocess.run(argv, capture_output=True, check=False)
+        if trial.returncode != 0:
+            print(f"(podman cannot run containers here, its row is left out: "
+                  f"{trial.stderr.decode().strip()[-300:]})")
+            yield None
+        else:
+            yield lambda: _run(argv)
     finally:
         subprocess.run([*cmd, "system", "reset", "-f"], capture_output=True, check=False)
         with open("/proc/mounts") as f:
@@ -109,8 +124,6 @@ def main() -> None:
                 [cli, "run", "--rm", "--network", "none", image, "true"], env=dk.env)
             if podman is not None:
                 rows["podman"] = podman
-            else:
-                print("(podman is not installed: apt-get install podman; its row is left out)")
             times = measure(rows, args.n)
     print(describe())
     print(f"`run --rm --network none busybox true`, median of {args.n} interleaved runs:")
