@@ -357,8 +357,11 @@ class Dockerd:
     """dockerd with everything under ``root``: it never meets the host's docker (if any)."""
 
     def __init__(self, root: Path, storage_driver: str = "vfs",
-                 extra_config: dict[str, object] | None = None) -> None:
+                 extra_config: dict[str, object] | None = None, bridge_cidr: str = "") -> None:
         self.extra_config = dict(extra_config or {})
+        # "": no networking (no bridge, no iptables); else docker0 gets this address and
+        # dockerd programs its iptables rules and userland proxy, as a stock install does
+        self.bridge_cidr = bridge_cidr
         self.root = root
         self.sock = root / "d.sock"
         self.env = dict(os.environ, DOCKER_HOST=f"unix://{self.sock}")
@@ -378,8 +381,7 @@ class Dockerd:
             self.proc = subprocess.Popen(
                 [exe, "--config-file", str(cfg), "--data-root", str(self.root / "data"),
                  "--exec-root", str(self.root / "exec"), "-H", f"unix://{self.sock}",
-                 "--pidfile", str(self.root / "d.pid"), "--bridge=none", "--iptables=false",
-                 "--ip-masq=false", "--ip6tables=false",
+                 "--pidfile", str(self.root / "d.pid"), *self._network_flags(),
                  f"--storage-driver={self.storage_driver}"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
@@ -392,6 +394,11 @@ class Dockerd:
                 return None
             time.sleep(0.3)
         return f"dockerd did not answer within 60s: {self.log.read_text()[-600:]}"
+
+    def _network_flags(self) -> list[str]:
+        if not self.bridge_cidr:
+            return ["--bridge=none", "--iptables=false", "--ip-masq=false", "--ip6tables=false"]
+        return [f"--bip={self.bridge_cidr}", "--ip6tables=false"]
 
     def docker(self, *args: str, stdin: bytes | None = None, timeout: float = 180) -> bytes:
         proc = subprocess.run([docker_cli(), *args], env=self.env, input=stdin,
@@ -435,9 +442,15 @@ class DockerdUnavailable(RuntimeError):
     """dockerd is installed but cannot run here; the message says why."""
 
 
+def _nft_tables() -> set[str]:
+    res = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False)
+    return {line.strip() for line in res.stdout.splitlines() if line.startswith("table ")}
+
+
 @contextlib.contextmanager
 def private_dockerd(storage_driver: str = "vfs", parent: str = "/tmp",
-                    extra_config: dict[str, object] | None = None) -> Iterator[Dockerd]:
+                    extra_config: dict[str, object] | None = None,
+                    bridge_cidr: str = "") -> Iterator[Dockerd]:
     """A running private dockerd; on exit it is stopped and its mounts and files removed.
 
     Its root is a new directory under ``parent`` (keep that path short: the API socket lives
@@ -447,7 +460,8 @@ def private_dockerd(storage_driver: str = "vfs", parent: str = "/tmp",
     run_docker_existed = os.path.exists("/run/docker")
     cgroups_existed = {d for d in _docker_cgroup_dirs()}
     root = Path(tempfile.mkdtemp(prefix="skdk", dir=parent))
-    d = Dockerd(root, storage_driver, extra_config)
+    d = Dockerd(root, storage_driver, extra_config, bridge_cidr)
+    tables_before = _nft_tables() if bridge_cidr else set()
     try:
         why = d.start()
         if why is not None:
@@ -463,6 +477,12 @@ def private_dockerd(storage_driver: str = "vfs", parent: str = "/tmp",
             for p in ("/run/docker/plugins", "/run/docker"):
                 with contextlib.suppress(OSError):
                     os.rmdir(p)
+        if bridge_cidr:  # what its networking left: docker0 and the iptables(-nft) tables
+            subprocess.run(["ip", "link", "delete", "docker0"], capture_output=True,
+                           check=False)
+            for table in sorted(_nft_tables() - tables_before):
+                subprocess.run(["nft", "delete", *table.split()], capture_output=True,
+                               check=False)
         # The "docker" parent cgroups it made in every hierarchy (empty once it is gone).
         for top in _docker_cgroup_dirs() - cgroups_existed:
             for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
