@@ -9,8 +9,6 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
-from skiff.cli.template import Template
-
 # text/tabwriter as the docker CLI configures it: minwidth 10, tabwidth 1, padding 3, spaces.
 MIN_WIDTH, PADDING = 10, 3
 
@@ -103,6 +101,8 @@ def render(rows: Iterable[Mapping[str, Any]], fmt: str, headers: Mapping[str, st
         return
     table = fmt.startswith("table")
     body = unescape(fmt[5:].strip() if table else fmt)
+    from skiff.cli.template import Template  # here: `build` needs human_size alone
+
     tmpl = Template(body)
     lines = [tmpl.render(row) for row in rows]
     if not table:

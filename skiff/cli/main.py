@@ -18,6 +18,9 @@ from skiff.errors import SkiffError
 if TYPE_CHECKING:
     from skiff.cli.client import Client
 
+_VOLUME_SUBCOMMANDS = ["create", "ls", "inspect", "rm", "prune", "export", "import", "rename"]
+_NETWORK_SUBCOMMANDS = ["create", "ls", "inspect", "rm", "prune", "connect", "disconnect"]
+
 # command -> module under skiff.cli.commands (the function is cmd_<command>)
 COMMANDS: dict[str, str] = {
     **dict.fromkeys(["run", "create", "start", "attach", "exec"], "lifecycle"),
@@ -30,6 +33,9 @@ COMMANDS: dict[str, str] = {
                      "history", "image_prune", "container_prune", "system_prune"], "images"),
     **dict.fromkeys(["login", "logout"], "auth"),
     **dict.fromkeys(["events", "info", "version", "system_df"], "system"),
+    "build": "build",
+    **{f"volume_{c}": "volumes" for c in _VOLUME_SUBCOMMANDS},
+    **{f"network_{c}": "networks" for c in _NETWORK_SUBCOMMANDS},
 }
 
 # `skiff container ls` and friends: management command -> {subcommand: command}
@@ -40,7 +46,12 @@ MANAGEMENT: dict[str, dict[str, str]] = {
                   "prune": "container_prune"},
     "image": {"ls": "images", "list": "images", "pull": "pull", "push": "push", "tag": "tag",
               "rm": "rmi", "remove": "rmi", "save": "save", "load": "load", "import": "import",
-              "history": "history", "inspect": "inspect", "prune": "image_prune"},
+              "history": "history", "inspect": "inspect", "prune": "image_prune",
+              "build": "build"},
+    "volume": {**{c: f"volume_{c}" for c in _VOLUME_SUBCOMMANDS}, "list": "volume_ls",
+               "remove": "volume_rm"},
+    "network": {**{c: f"network_{c}" for c in _NETWORK_SUBCOMMANDS}, "list": "network_ls",
+                "remove": "network_rm"},
     "system": {"df": "system_df", "prune": "system_prune", "info": "info", "events": "events"},
 }
 
@@ -58,9 +69,11 @@ Options:
 Commands:
   run create start attach exec ps logs stop kill rm wait restart rename pause unpause top
   stats port cp diff export commit update inspect images pull push tag rmi save load import
-  history login logout events info version
+  history build login logout events info version
 Management commands:
   container, image, system (e.g. skiff container ls, skiff image prune, skiff system df)
+  volume create|ls|inspect|rm|prune|export|import|rename
+  network create|ls|inspect|rm|prune|connect|disconnect
   registry serve|gc      run the OCI distribution registry
 """
 

@@ -34,6 +34,9 @@ def add_create_flags(p: Parser) -> None:
     a("--cpuset-cpus", default="")
     a("--pids-limit", type=int)
     a("--network", "--net", default="")
+    a("--network-alias", "--net-alias", **append)
+    a("--ip", default="")
+    a("--link", **append)
     a("--restart", default="")
     p.flag("--read-only")
     a("--tmpfs", **append)
@@ -60,6 +63,9 @@ def add_create_flags(p: Parser) -> None:
     a("--expose", **append)
     a("--runtime", default="")
     a("--dns", **append)
+    a("--dns-search", **append)
+    a("--dns-option", "--dns-opt", **append)
+    a("--volumes-from", **append)
     a("--add-host", **append)
     a("--device", **append)
     a("--group-add", **append)
@@ -251,7 +257,9 @@ def create_body(args: argparse.Namespace, environ: Mapping[str, str] | None = No
         "CapDrop": args.cap_drop or None,
         "SecurityOpt": args.security_opt or None,
         "Privileged": args.privileged,
-        "Dns": args.dns, "ExtraHosts": args.add_host or None,
+        "Dns": args.dns, "DnsSearch": args.dns_search, "DnsOptions": args.dns_option,
+        "ExtraHosts": args.add_host or None, "Links": args.link or None,
+        "VolumesFrom": args.volumes_from or None,
         "GroupAdd": args.group_add or None,
         "IpcMode": args.ipc, "PidMode": args.pid, "UTSMode": args.uts,
         "CgroupnsMode": args.cgroupns,
@@ -283,11 +291,27 @@ def create_body(args: argparse.Namespace, environ: Mapping[str, str] | None = No
     if args.pids_limit is not None:
         host["PidsLimit"] = args.pids_limit
     config["HostConfig"] = host
-    networking: dict[str, Any] = {}
-    if args.network and args.network not in ("default", "bridge", "host", "none"):
-        networking[args.network] = {}
-    config["NetworkingConfig"] = {"EndpointsConfig": networking}
+    config["NetworkingConfig"] = {"EndpointsConfig": _endpoints(args)}
     return config
+
+
+def _endpoints(args: argparse.Namespace) -> dict[str, Any]:
+    """NetworkingConfig.EndpointsConfig: the --network's endpoint with --ip, --network-alias
+    and --link, as the docker CLI sends it (built-in modes get one only when asked for
+    something, so the daemon can refuse aliases on them with its own message)."""
+    network = args.network or "default"
+    builtin = network in ("default", "bridge", "host", "none") or network.startswith(
+        "container:")
+    endpoint: dict[str, Any] = {}
+    if args.ip:
+        endpoint["IPAMConfig"] = {"IPv4Address": args.ip}
+    if args.network_alias:
+        endpoint["Aliases"] = args.network_alias
+    if args.link and not builtin:  # on the default bridge links are HostConfig.Links alone
+        endpoint["Links"] = args.link
+    if builtin and not endpoint:
+        return {}
+    return {"bridge" if network == "default" else network: endpoint}
 
 
 def _device(spec: str) -> dict[str, str]:

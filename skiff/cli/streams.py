@@ -108,7 +108,10 @@ def pump_input(sock: socket.socket, fd: int, keys: bytes | None,
             if detach:
                 on_detach()
                 return
-        sock.shutdown(socket.SHUT_WR)
+        # The plain socket's shutdown even for TLS: SSLSocket.shutdown drops its TLS state,
+        # after which the output thread would read raw records as container output. skiffd
+        # takes a FIN without close_notify as the half-close it is.
+        socket.socket.shutdown(sock, socket.SHUT_WR)
     except OSError:
         return
 

@@ -26,6 +26,10 @@ class Unreachable(Unavailable):
     """No daemon answers at the endpoint."""
 
 
+class TLSFailure(Unavailable):
+    """The daemon answers, but TLS could not be set up (files, handshake, verification)."""
+
+
 class Response:
     """A response whose body is read lazily from the socket (streams can be endless)."""
 
@@ -124,17 +128,30 @@ def connect(endpoint: Endpoint, tls: TLSOptions | None = None,
         raise Unreachable(f"cannot connect to the skiff daemon at {endpoint}: "
                           f"{exc.strerror or exc}") from exc
     if endpoint.tls:
-        import ssl  # only TLS users pay for it
+        sock = _wrap_tls(sock, endpoint, tls or TLSOptions())
+    return sock
 
-        opts = tls or TLSOptions()
+
+def _wrap_tls(sock: socket.socket, endpoint: Endpoint, opts: TLSOptions) -> socket.socket:
+    import ssl  # only TLS users pay for it
+
+    try:
         ctx = ssl.create_default_context(cafile=opts.ca)
         if not opts.verify:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         if opts.cert:
             ctx.load_cert_chain(opts.cert, opts.key)
-        sock = ctx.wrap_socket(sock, server_hostname=endpoint.host)
-    return sock
+    except OSError as exc:  # ssl.SSLError is one too
+        sock.close()
+        raise TLSFailure(f"could not load the TLS files (--tlscacert {opts.ca}, --tlscert "
+                         f"{opts.cert}, --tlskey {opts.key}): {exc}") from exc
+    try:
+        return ctx.wrap_socket(sock, server_hostname=endpoint.host)
+    except OSError as exc:
+        sock.close()
+        raise TLSFailure(f"TLS handshake with the skiff daemon at {endpoint} failed: "
+                         f"{exc}") from exc
 
 
 def request(endpoint: Endpoint, method: str, target: str, *,

@@ -393,23 +393,6 @@ def stats_row(name: str, s: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_stats(cli: Cli, argv: list[str]) -> int:
-    p = parser("skiff stats", "Display a live stream of container resource usage statistics")
-    p.flag("-a", "--all")
-    p.flag("--no-stream")
-    p.flag("--no-trunc")
-    p.add_argument("--format", default="")
-    p.add_argument("containers", nargs="*")
-    args = p.parse(argv)
-    names = args.containers or [c["Id"] for c in cli.client.get(
-        "/containers/json", {"all": args.all or None})]
-    fmt = args.format or STATS_TABLE
-    while True:
-        rows = [stats_row(n, cli.client.get(f"/containers/{path_arg(n)}/stats",
-                                            {"stream": False})) for n in names]
-        if not args.no_stream and sys.stdout.isatty():
-            sys.stdout.write("\x1b[2J\x1b[H")
-        render(rows, fmt, STATS_HEADERS)
-        sys.stdout.flush()
-        if args.no_stream:
-            return 0
-        time.sleep(1)
+    from skiff.cli.commands.stats import stats
+
+    return stats(cli, argv)

@@ -83,6 +83,15 @@ def cmd_pull(cli: Cli, argv: list[str]) -> int:
     p.add_argument("--platform", default="")
     p.add_argument("image")
     args = p.parse(argv)
+    if args.all_tags:
+        from skiff.cli.commands.lifecycle import split_reference
+
+        name, tag = split_reference(args.image)
+        if tag != "latest" or args.image.endswith(":latest") or "@" in args.image:
+            raise UsageError("tag can't be used with --all-tags/-a")
+        pull(cli.client, name, args.quiet, all_tags=True)
+        print(qualified(name).rpartition(":")[0])  # docker names the repository alone
+        return 0
     pull(cli.client, args.image, args.quiet)
     print(qualified(args.image))  # the docker CLI ends a pull with the full reference
     return 0

@@ -22,7 +22,7 @@ _PATHS = {"container": "/containers/{}/json", "image": "/images/{}/json",
 def lookup(cli: Cli, name: str, kind: str | None) -> Any:
     """The object called ``name``: of ``kind``, or a container, else an image. LookupError
     carries the message to print when there is none."""
-    for candidate in ([kind] if kind else ["container", "image"]):
+    for candidate in ([kind] if kind else ["container", "image", "network", "volume"]):
         try:
             return cli.client.get(_PATHS[candidate].format(path_arg(name)))
         except APIError as exc:

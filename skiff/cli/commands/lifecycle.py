@@ -37,12 +37,14 @@ def split_reference(image: str) -> tuple[str, str]:
     return image, "latest"
 
 
-def pull(client: Client, image: str, quiet: bool = False, out: Any = None) -> None:
-    """``POST /images/create?fromImage=``, its progress drawn like the docker CLI's."""
+def pull(client: Client, image: str, quiet: bool = False, out: Any = None,
+         all_tags: bool = False) -> None:
+    """``POST /images/create?fromImage=``, its progress drawn like the docker CLI's; with
+    ``all_tags`` the tag is left out, which asks for every tag of the repository."""
     from skiff.core.progress import Renderer, StreamError
 
     stream = out or sys.stdout
-    name, tag = split_reference(image)
+    name, tag = (image, None) if all_tags else split_reference(image)
     renderer = Renderer(stream, tty=stream.isatty())
     try:
         for msg in client.stream_json("POST", "/images/create",
@@ -122,14 +124,17 @@ class Session:
         self.detached.set()
         if self.sock is not None:
             try:
-                self.sock.shutdown(socket.SHUT_RDWR)
+                # the plain socket's shutdown: SSLSocket's would leave the output thread
+                # reading raw TLS records (see streams.pump_input)
+                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
             except OSError:
                 pass
 
     def _forward(self, signum: int, _frame: object) -> None:
         def send() -> None:
-            # The container can print (and be signalled) before the daemon has answered the
-            # start; until then skiffd refuses a kill as "not running".
+            # A signal can come before the start was even asked for: the container is only
+            # "created" then and a kill would be refused as "not running". (A kill while
+            # the start is under way is fine: skiffd waits for the start to finish.)
             self.started.wait(60)
             try:
                 self.cli.client.post(f"/containers/{path_arg(self.cid)}/kill",

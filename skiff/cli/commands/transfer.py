@@ -9,7 +9,7 @@ import tarfile
 from typing import TYPE_CHECKING
 
 from skiff.cli.client import path_arg
-from skiff.cli.exits import UsageError
+from skiff.cli.exits import ExitStatus, UsageError
 from skiff.cli.parsing import parser
 
 if TYPE_CHECKING:
@@ -34,9 +34,12 @@ def cmd_cp(cli: Cli, argv: list[str]) -> int:
     args = p.parse(argv)
     src_c, src = split_cp_arg(args.src)
     dst_c, dst = split_cp_arg(args.dest)
-    if (src_c is None) == (dst_c is None):
-        raise UsageError("copying between containers, or between local paths, is not "
-                         "supported: one side must be CONTAINER:PATH")
+    if src_c is not None and dst_c is not None:  # the docker CLI's words and status
+        sys.stderr.write("copying between containers is not supported\n")
+        raise ExitStatus(1)
+    if src_c is None and dst_c is None:
+        sys.stderr.write("must specify at least one container source\n")
+        raise ExitStatus(1)
     if src_c is not None:
         resp = cli.client.call("GET", f"/containers/{path_arg(src_c)}/archive",
                                {"path": src})
