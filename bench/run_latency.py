@@ -6,9 +6,12 @@ row pays for bridge networking the others skip):
   docker CLI -> skiffd           `docker run --rm --network none busybox true`
   docker CLI -> dockerd          (Debian's docker.io, overlay2, runc)
   podman                         (Debian's podman, overlay, crun/runc)
+  --slow-paths: docker CLI -> skiffd with a fresh interpreter per shim and skiff-runtime
+                exec'd per call (SKIFF_SHIM_ZYGOTE=0, SKIFF_SHIM_EXEC_RUNTIME=1), to show
+                what the zygote and the in-process runtime save
 Prints the median of N interleaved runs per row and each row's ratio to docker on dockerd.
 Needs root. Install the peers first: apt-get install docker.io podman.
-Usage: .venv/bin/python bench/run_latency.py [-n 20]
+Usage: .venv/bin/python bench/run_latency.py [-n 20] [--slow-paths]
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from skiff.devtools.busybox import make_rootfs
-from skiff.devtools.daemon import private_skiffd
+from skiff.devtools.daemon import SkiffdProcess, private_skiffd
 from skiff.devtools.images import docker_cli, private_dockerd, tar_tree
 from skiff.devtools.machine import describe
 
@@ -78,6 +81,34 @@ def podman_row(rootfs_tar: Path) -> Iterator[Runner | None]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def slow_skiffd(wanted: bool) -> Iterator[SkiffdProcess | None]:
+    """A second skiffd whose shims start and run skiff-runtime the old way (the daemon's
+    environment reaches its shims)."""
+    if not wanted:
+        yield None
+        return
+    saved = {k: os.environ.get(k) for k in _SLOW_ENV}
+    os.environ.update(_SLOW_ENV)
+    try:
+        with private_skiffd() as sk:
+            for k, v in saved.items():  # only the daemon (started by now) keeps them
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            yield sk
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_SLOW_ENV = {"SKIFF_SHIM_ZYGOTE": "0", "SKIFF_SHIM_EXEC_RUNTIME": "1"}
+
+
 def _skiff_cli_can_run() -> bool:
     skiff = Path(sys.executable).parent / "skiff"
     res = subprocess.run([str(skiff), "run", "--help"], capture_output=True, check=False)
@@ -100,6 +131,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=20)
+    ap.add_argument("--slow-paths", action="store_true",
+                    help="add a row for skiffd without its zygote and in-process runtime")
     args = ap.parse_args()
     cli = docker_cli()
     skiff = str(Path(sys.executable).parent / "skiff")
@@ -109,7 +142,7 @@ def main() -> None:
         tar = Path(tmp) / "busybox.tar"
         tar.write_bytes(tar_tree(rootfs))
         with private_skiffd() as sk, private_dockerd("overlay2") as dk, \
-                podman_row(tar) as podman:
+                podman_row(tar) as podman, slow_skiffd(args.slow_paths) as slow:
             _run([cli, "import", str(tar), image], env=_env(sk.host))
             dk.docker("import", str(tar), image)
             rows: dict[str, Runner] = {}
@@ -120,6 +153,11 @@ def main() -> None:
                 print("(skiff CLI has no `run` yet: its row is left out)")
             rows["docker CLI -> skiffd"] = lambda: _run(
                 [cli, "run", "--rm", "--network", "none", image, "true"], env=_env(sk.host))
+            if slow is not None:
+                _run([cli, "import", str(tar), image], env=_env(slow.host))
+                rows["docker CLI -> skiffd slow"] = lambda: _run(
+                    [cli, "run", "--rm", "--network", "none", image, "true"],
+                    env=_env(slow.host))
             rows["docker CLI -> dockerd"] = lambda: _run(
                 [cli, "run", "--rm", "--network", "none", image, "true"], env=dk.env)
             if podman is not None:

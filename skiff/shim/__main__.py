@@ -1,6 +1,6 @@
 """``python -m skiff.shim start --id ID --bundle DIR --state-dir DIR --runtime-root DIR
 [--runtime skiff-runtime] [--runtime-arg ARG]... [--log-path FILE] [--log-max-size 10m] [--log-max-file 3]
-[--stdin]``
+[--stdin]``, or ``python -m skiff.shim zygote --socket PATH`` (a fork server of shims).
 
 Whether the container has a tty is read from the bundle (``process.terminal``), so the shim
 and the runtime cannot disagree about it. Arguments are parsed by hand: argparse would be a
@@ -78,6 +78,10 @@ def parse_start(argv: list[str]) -> Config:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "zygote":  # the daemon's fork server for shims (see .zygote)
+        from skiff.shim.zygote import main as zygote_main
+
+        return zygote_main(argv[1:])
     if not argv or argv[0] in ("-h", "--help") or argv[0] != "start":
         sys.stdout.write(USAGE.strip() + "\n")
         return 0 if argv and argv[0] in ("-h", "--help") else 2

@@ -31,19 +31,31 @@ def set_child_subreaper() -> None:
 
 def start(cfg: Config) -> int:
     """Start a shim for ``cfg``; 0 once the container is created, else 1 with the message."""
+    code, message = start_report(cfg)
+    if code:
+        sys.stderr.write(message + "\n")
+    return code
+
+
+def start_report(cfg: Config, close_fds: tuple[int, ...] = ()) -> tuple[int, str]:
+    """Start a shim for ``cfg``: ``(0, "")`` once the container is created, else ``(1, why)``.
+
+    ``close_fds`` are descriptors of the caller's that the shim must not hold (the zygote's
+    connection to the daemon: the shim outlives it).
+    """
     try:
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
     except OSError as exc:
-        sys.stderr.write(f"{os_error('create shim state dir', cfg.state_dir, exc)}\n")
-        return 1
+        return 1, str(os_error("create shim state dir", cfg.state_dir, exc))
     if _shim_alive(os.path.join(cfg.state_dir, SOCKET)):
-        sys.stderr.write(f"{Conflict(f'start shim for container {cfg.id}: one is running')}\n")
-        return 1
+        return 1, str(Conflict(f"start shim for container {cfg.id}: one is running"))
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
+            for fd in close_fds:
+                os.close(fd)
             os.setsid()
             if os.fork() == 0:
                 _become_shim(cfg, w)
@@ -57,10 +69,8 @@ def start(cfg: Config) -> int:
     os.close(r)
     message = b"".join(chunks).decode("utf-8", "replace").strip()
     if message == "ok":
-        return 0
-    sys.stderr.write((message or f"start shim for container {cfg.id}: it died before "
-                      "reporting") + "\n")
-    return 1
+        return 0, ""
+    return 1, message or f"start shim for container {cfg.id}: it died before reporting"
 
 
 def _shim_alive(path: str) -> bool:

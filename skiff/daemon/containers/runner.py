@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -24,12 +25,16 @@ from typing import Any
 from skiff.core.snapshots import Snapshotter
 from skiff.daemon.config import DEFAULT_RUNTIME, RuntimeSpec
 from skiff.daemon.containers.record import Container
+from skiff.daemon.zygote import Zygote
+from skiff.daemon.zygote import enabled as zygote_enabled
 from skiff.errors import InvalidArgument, SystemFailure, Unavailable, os_error
 from skiff.plugins.snapshots.mount import is_mountpoint, mount_all, unmount_all
 from skiff.runtime.cgroups import remove_if_empty
 from skiff.services.spec import SpecInputs, build_spec, resolve_user
 from skiff.shim import exitfile
 from skiff.shim.client import ShimClient
+
+log = logging.getLogger("skiffd.runner")
 
 # Docker's default profile in moby's format, as skiff-runtime ships it
 _SECCOMP = str(resources.files("skiff.runtime") / "data" / "seccomp-default.json")
@@ -107,6 +112,9 @@ class Runner:
         self.default = default
         if default not in self.runtimes:
             raise InvalidArgument(f"default runtime {default!r}: no such runtime")
+        # shims are forked from a zygote (one interpreter start per daemon, not per container)
+        self.zygote = Zygote(os.path.join(paths.exec_root, "zygote.sock")) \
+            if zygote_enabled() else None
 
     def check_runtime(self, name: str) -> None:
         """HostConfig.Runtime at create: empty (the default) or a configured name."""
@@ -180,16 +188,26 @@ class Runner:
         argv += [f"--runtime-arg={arg}" for arg in spec.args]
         if c.config.get("OpenStdin"):
             argv.append("--stdin")
-        try:
-            res = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SystemFailure(f"start shim for container {c.id}: {exc}") from exc
-        if res.returncode != 0:
-            message = res.stderr.strip() or f"start shim for container {c.id}: failed"
+        code, message = self._run_shim_start(argv)
+        if code != 0:
+            message = message or f"start shim for container {c.id}: failed"
             # the runtime's own wording for a bad request stays a client error
             if "executable file not found" in message or "no such file" in message.lower():
                 raise InvalidArgument(message)
             raise SystemFailure(message)
+
+    def _run_shim_start(self, argv: list[str]) -> tuple[int, str]:
+        """``argv`` (``python -m skiff.shim start ...``) through the zygote, else run as is."""
+        if self.zygote is not None:
+            try:
+                return self.zygote.start_shim(argv[4:])
+            except Unavailable as exc:  # nothing was started: the slow way is safe
+                log.warning("%s; starting the shim without it", exc)
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SystemFailure(f"start shim for container {argv[5]}: {exc}") from exc
+        return res.returncode, res.stderr.strip()
 
     # --- take down ---------------------------------------------------------------------
 
@@ -213,6 +231,11 @@ class Runner:
             spec, root = self.runtime_spec(c), self.runtime_root_for(c)
         except InvalidArgument:
             return  # its runtime is no longer configured: nothing we could run
+        if not os.path.lexists(os.path.join(root, c.id)):
+            # runc-compatible runtimes keep a container's state in <root>/<id>: without it
+            # there is nothing to delete (the usual case: the shim already did), and a
+            # runtime process would cost ~20 ms of every `run --rm` for nothing
+            return
         subprocess.run([spec.path, *spec.args, "--root", root, "delete", "--force", c.id],
                        capture_output=True, check=False, timeout=60)
 

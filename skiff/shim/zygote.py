@@ -1,0 +1,158 @@
+"""``python -m skiff.shim zygote --socket PATH [PADDING]``: a fork server for shims.
+
+Starting a shim with ``python -m skiff.shim start`` pays for a fresh interpreter and the
+shim's imports on every container; the zygote pays once. It imports what a shim (and
+skiff-runtime, which the shim runs in forked children: see :mod:`.ociruntime`) uses, freezes
+the garbage collector's view of those objects (so children do not dirty the shared pages by
+scanning them), and then forks one *starter* per request. The starter behaves exactly as
+``start`` does (fork, setsid, fork: the shim is nobody's child) and answers on the
+connection. Shims forked from here share the zygote's pages until they write to them.
+
+The zygote lives as long as its stdin is open: the daemon holds the other end of that pipe,
+so a daemon that exits or is killed takes its zygote with it (never its shims).
+
+Protocol: the client sends one JSON line ``{"argv": [...]}`` (the arguments of ``start``,
+without ``start``); the starter answers one line ``{"code": 0|1|2, "message": "..."}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+
+from skiff.errors import InvalidArgument
+from skiff.shim.proctitle import set_title
+
+READY = b"ready\n"  # written on stdout once the socket listens
+MAX_REQUEST = 1 << 20
+
+
+def preload() -> None:
+    """Import what every shim and every in-process runtime call would import."""
+    import importlib
+
+    from skiff.shim.ociruntime import RUNTIME, is_own_runtime
+
+    # argument parsing (a module of its own under -m), and the shim: server, logs, conn...
+    names = ["skiff.shim.__main__", "skiff.shim.launch", "ctypes"]
+    if is_own_runtime(os.path.join(os.path.dirname(sys.executable), RUNTIME)):
+        names += ["skiff.runtime.warmup", "skiff.runtime.cli", "skiff.runtime.commands",
+                  # what `create` imports lazily for a Docker-made spec (seccomp, rlimits)
+                  "skiff.runtime.capabilities", "skiff.runtime.seccomp",
+                  "skiff.runtime.seccomp_compile", "skiff.runtime.process.limits",
+                  "skiff.runtime.terminal"]
+    for name in names:
+        importlib.import_module(name)
+
+
+def listen(path: str) -> socket.socket:
+    try:
+        os.unlink(path)  # left by a zygote whose daemon was killed
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    return sock
+
+
+def serve(path: str) -> int:
+    preload()
+    listener = listen(path)
+    # Starters are never waited for: the kernel reaps them (each resets this first thing,
+    # since it must wait for its own child).
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    os.write(1, READY)
+    os.dup2(2, 1)  # the daemon reads nothing more from our stdout
+    poller = select.poll()
+    poller.register(listener.fileno(), select.POLLIN)
+    poller.register(0, select.POLLIN)
+    try:
+        while True:
+            for fd, _ in poller.poll():
+                if fd == 0:
+                    if not os.read(0, 4096):
+                        return 0  # the daemon is gone
+                    continue
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                if os.fork() == 0:
+                    _starter(conn, listener)
+                conn.close()
+    finally:
+        listener.close()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _starter(conn: socket.socket, listener: socket.socket) -> None:
+    """Runs in a forked child of the zygote: one ``start``; never returns."""
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        listener.close()
+        conn.settimeout(30)
+        code, message = handle(_read_line(conn), conn.fileno())
+        conn.sendall(json.dumps({"code": code, "message": message}).encode() + b"\n")
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(0)
+
+
+def handle(line: bytes, conn_fd: int) -> tuple[int, str]:
+    """One request: ``(code, message)`` as ``python -m skiff.shim start`` would exit/print."""
+    from skiff.shim.__main__ import parse_start
+    from skiff.shim.launch import start_report
+
+    try:
+        req = json.loads(line)
+        argv = req["argv"]
+        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            raise ValueError("argv must be a list of strings")
+    except (ValueError, KeyError, TypeError) as exc:
+        return 2, f"skiff-shim zygote: bad request: {exc}"
+    try:
+        cfg = parse_start(argv)
+    except InvalidArgument as exc:
+        return 2, f"skiff-shim: {exc}"
+    # before the fork: the shim shows (in ps, /proc/PID/cmdline) what it was started with
+    set_title([sys.executable, "-m", "skiff.shim", "start", *argv])
+    return start_report(cfg, close_fds=(conn_fd,))
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_REQUEST:
+            break
+    return data.split(b"\n", 1)[0]
+
+
+def main(argv: list[str]) -> int:
+    # PADDING: room in our argument area for the shims' command lines (see .proctitle)
+    if len(argv) not in (2, 3) or argv[0] != "--socket":
+        sys.stderr.write("usage: python -m skiff.shim zygote --socket PATH [PADDING]\n")
+        return 2
+    try:
+        return serve(argv[1])
+    except KeyboardInterrupt:
+        return 0
