@@ -217,7 +217,7 @@ def create(store: Store, cid: str, bundle: str, opts: CreateOptions) -> State:
                 hooks.run(spec, "prestart", hook_state)
                 hooks.run(spec, "createRuntime", hook_state)
                 ch.send("hooks-done", state=st.oci(CREATED))
-            _send_seccomp(ch, linux)
+            _send_seccomp(ch, linux, store.root)
             ch.recv("ready")
         finally:
             ch.close()
@@ -263,13 +263,14 @@ def effective_resources(linux: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
-def _send_seccomp(ch: Channel, linux: dict[str, Any]) -> None:
-    """Compile the seccomp filter here, while the child sets up, and hand it over as bytes."""
+def _send_seccomp(ch: Channel, linux: dict[str, Any], root: str) -> None:
+    """Compile the seccomp filter here (or take it from the cache under ``root``), while the
+    child sets up, and hand it over as bytes."""
     if not linux.get("seccomp"):
         return
-    from skiff.runtime import seccomp
+    from skiff.runtime.seccomp_cache import load_or_compile
 
-    filt = seccomp.compile(linux["seccomp"])
+    filt = load_or_compile(root, linux["seccomp"])
     ch.send("seccomp", program=filt.program.hex(), flags=filt.flags)
 
 
@@ -420,7 +421,7 @@ def exec_process(store: Store, cid: str, proc: dict[str, Any], *, detach: bool,
     cg = manager(st)
     pid, ch = _spawn(launch, cg, linux, proc.get("oomScoreAdj"))
     try:
-        _send_seccomp(ch, linux)
+        _send_seccomp(ch, linux, store.root)
         ch.recv("ready")
     except BaseException:
         _kill_and_reap(pid)
