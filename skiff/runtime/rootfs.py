@@ -60,8 +60,15 @@ class Rootfs:
     def open(self, dest: str, flags: int = O_PATH) -> int:
         return sc.openat2(self.root_fd, dest.lstrip("/") or ".", flags, _IN_ROOT)
 
-    def ensure(self, dest: str, directory: bool = True, mode: int = 0o755) -> int:
-        """An O_PATH fd of ``dest`` inside the rootfs, creating it (and its parents) if missing."""
+    def ensure(self, dest: str, directory: bool = True, mode: int = 0o755,
+               _depth: int = 0) -> int:
+        """An O_PATH fd of ``dest`` inside the rootfs, creating it (and its parents) if missing.
+
+        A dangling symlink on the way (``/evil -> /missing``) gets its target made inside
+        the root, as runc does: resolution never leaves the root, whatever the link says.
+        """
+        if _depth > 40:
+            raise InvalidArgument(f"mount destination {dest}: too many levels of symbolic links")
         parts = [p for p in dest.split("/") if p and p != "."]
         parent = os.dup(self.root_fd)
         try:
@@ -73,6 +80,18 @@ class Rootfs:
                 except FileNotFoundError:
                     if name == "..":
                         raise InvalidArgument(f"mount destination {dest}: bad path") from None
+                    try:
+                        target = os.readlink(name, dir_fd=parent)
+                    except OSError:
+                        target = None
+                    if target is not None:  # a dangling link: make what it names, in the root
+                        base = "" if target.startswith("/") else "/".join(parts[:i])
+                        os.close(self.ensure(f"{base}/{target}", directory or not last, mode,
+                                             _depth + 1))
+                        fd = sc.openat2(self.root_fd, sub, O_PATH, _IN_ROOT)
+                        os.close(parent)
+                        parent = fd
+                        continue
                     # The parent was resolved inside the root and ``name`` has no slash: creating
                     # it relative to the parent fd cannot escape.
                     if last and not directory:

@@ -277,6 +277,26 @@ def test_mount_target_symlink_cannot_escape_rootfs(runtime: RuntimeDriver, make_
     assert list(victim.iterdir()) == []
 
 
+def test_a_dangling_symlink_on_a_mount_path_is_made_inside_the_root(
+        runtime: RuntimeDriver, make_bundle: Bundle, tmp_path: Path) -> None:
+    # /evil -> /missing/dir (absolute, target absent) and rel -> missing2 (relative): as runc,
+    # the targets are created inside the rootfs and the mount lands there, never on the host.
+    b = make_bundle(["sh", "-c", "grep -c ' /missing/dir/sub tmpfs' /proc/mounts; "
+                     "grep -c ' /missing2 tmpfs' /proc/mounts"])
+    os.symlink("/missing/dir", b / "rootfs" / "evil")
+    os.symlink("missing2", b / "rootfs" / "rel")
+    cfg = read_config(b)
+    cfg["mounts"] += [
+        {"destination": "/evil/sub", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
+        {"destination": "/rel", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
+    ]
+    write_config(b, cfg)
+    code, out, err = run(runtime, b)
+    assert (code, out.split()) == (0, ["1", "1"]), err
+    assert (b / "rootfs" / "missing" / "dir" / "sub").is_dir()
+    assert not Path("/missing").exists()
+
+
 def test_rlimits_oom_score_sysctl(runtime: RuntimeDriver, make_bundle: Bundle) -> None:
     b = make_bundle(["sh", "-c", "ulimit -n; ulimit -Hn; cat /proc/self/oom_score_adj; "
                      "cat /proc/sys/net/ipv4/ip_forward"])
