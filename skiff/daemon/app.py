@@ -122,6 +122,7 @@ def build_engine(config: DaemonConfig) -> Engine:
     mounts = build_container_mounts(os.path.join(root, "volumes"), store, events)
     manager = ContainerManager(store, runner, images, snapshotter, unpacker, events)
     manager.mounts = mounts
+    runner.volumes = mounts
     interchange = Interchange(images, metadata, tmpdir=os.path.join(root, "tmp"),
                               unpack=unpacker)
     images_backend = ImagesFacade(
@@ -130,6 +131,7 @@ def build_engine(config: DaemonConfig) -> Engine:
         allow=RegistryAllowList(config.registry_allow))
     networks = NetworkManager(network_options(config), Containers(store.find, store.all),
                               events.publish_threadsafe)
+    runner.network = networks
     return Engine(metadata, store, snapshotter, manager, images_backend,
                   SystemFacade(manager, images, snapshotter, events, driver),
                   _daemon_id(config), events, networks, mounts)
@@ -144,7 +146,7 @@ def build_app(config: DaemonConfig, engine: Engine) -> web.Application:
     builder = build_service(config.data_root, config.exec_root, engine.images,
                             engine.snapshotter, engine.manager.runner)
     BuildRouter(builder, os.path.join(config.data_root, "tmp")).register(app.router)
-    ContainersRouter(engine.manager).register(app.router)
+    ContainersRouter(engine.manager, engine.networks).register(app.router)
     ArchiveRouter(engine.manager).register(app.router)
     execs = Execs(engine.manager)
     engine.manager.exec_lookup = execs.ids_for

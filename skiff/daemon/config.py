@@ -136,6 +136,12 @@ class DaemonConfig:
     tlscacert: str = ""
     tlscert: str = ""
     tlskey: str = ""
+    # networking (docs/network.md): the default bridge's device and address, skiff's
+    # nftables table ("": derived from the exec root, so daemons side by side never share)
+    bridge: str = ""
+    bip: str = ""
+    nft_table: str = ""
+    firewall_filter: bool = False
 
     @property
     def host(self) -> str:
@@ -188,6 +194,8 @@ FILE_KEYS: dict[str, tuple[str, str]] = {
     "default-runtime": ("default_runtime", "str"), "runtimes": ("runtimes", "runtimes"),
     "live-restore": ("live_restore", "bool"), "tls": ("tls", "bool"),
     "tlsverify": ("tlsverify", "bool"), "tlscacert": ("tlscacert", "str"),
+    "bridge": ("bridge", "str"), "bip": ("bip", "str"), "nft-table": ("nft_table", "str"),
+    "firewall-filter": ("firewall_filter", "bool"),
     "tlscert": ("tlscert", "str"), "tlskey": ("tlskey", "str"),
 }
 

@@ -90,6 +90,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tlscacert", default=None, metavar="FILE", help="CA for client certificates")
     p.add_argument("--tlscert", default=None, metavar="FILE", help="the server's certificate")
     p.add_argument("--tlskey", default=None, metavar="FILE", help="the server's key")
+    p.add_argument("-b", "--bridge", default=None, metavar="NAME",
+                   help="the default bridge network's device (default skiff0)")
+    p.add_argument("--bip", default=None, metavar="CIDR",
+                   help="the default bridge's address, e.g. 10.213.9.1/24")
+    p.add_argument("--nft-table", default=None, metavar="NAME",
+                   help="skiff's nftables table (default skiff)")
+    p.add_argument("--firewall-filter", nargs="?", const=True, type=_bool, default=None,
+                   metavar="BOOL", help="published ports obey the host's firewall")
     return p
 
 
@@ -101,7 +109,8 @@ _FLAG_KEYS = {"hosts": "hosts", "data_root": "data-root", "exec_root": "exec-roo
               "default_runtime": "default-runtime",
               "runtimes": "runtimes", "live_restore": "live-restore", "tls": "tls",
               "tlsverify": "tlsverify", "tlscacert": "tlscacert", "tlscert": "tlscert",
-              "tlskey": "tlskey"}
+              "tlskey": "tlskey", "bridge": "bridge", "bip": "bip",
+              "nft_table": "nft-table", "firewall_filter": "firewall-filter"}
 
 
 def load_config(argv: list[str]) -> DaemonConfig:

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from skiff.daemon.networks.leftovers import remove_leftovers
+from skiff.daemon.networks.options import NetworkOptions
 from skiff.devtools.daemon import UnixHTTP
 from skiff.devtools.images import tar_tree
 from tests.integration.support import cgroup_dirs, mounts_mentioning
@@ -152,6 +154,8 @@ def private_skiffd(busybox_rootfs: Path, *flags: str, check_parent_cgroup: bool 
         if d.proc is not None:
             d.proc.kill()
             d.proc.wait()
+            # a daemon killed on a failure path leaves its bridges, veths and nft table
+            remove_leftovers(NetworkOptions(str(d.data), str(d.run)))
         for line in reversed(mounts_mentioning(str(base))):
             subprocess.run(["umount", "-l", line.split()[4]], check=False)
         shutil.rmtree(base, ignore_errors=True)

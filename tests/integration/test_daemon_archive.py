@@ -40,7 +40,9 @@ def ctr(request: pytest.FixtureRequest, skiffd: Skiffd) -> Iterator[str]:
     """A container with a few known files, running (sleeping) or exited."""
     setup = ("mkdir -p /data/sub && echo hello > /data/hello.txt && echo deep > /data/sub/f && "
              "ln -s hello.txt /data/link && ln -s / /escape && ln -s ../../../../.. /dots && "
-             "rm /etc/group && echo changed > /etc/hostname")
+             "rm /etc/group && echo extra:x:7:7::/:/bin/sh >> /etc/passwd")
+    # (not /etc/hostname: as in Docker, it is bind-mounted from the container's own files,
+    # so writes to it never reach the rootfs, its diff, export or commit)
     if request.param == "running":
         cid = skiffd.run_d(IMAGE, "sh", "-c", setup + " && touch /ready && sleep 300")
         _wait_for(skiffd, cid, "/ready")
@@ -307,11 +309,13 @@ def test_client_leaving_mid_stream_leaves_no_mount(skiffd: Skiffd) -> None:
 def test_docker_diff(skiffd: Skiffd, ctr: str) -> None:
     lines = set(skiffd.out("diff", ctr).splitlines())
     assert {"A /data", "A /data/hello.txt", "A /data/sub/f", "A /escape",
-            "C /etc", "C /etc/hostname", "D /etc/group"} <= lines, lines
+            "C /etc", "C /etc/passwd", "D /etc/group"} <= lines, lines
+    assert not any(line.endswith(("/etc/hostname", "/etc/hosts", "/etc/resolv.conf"))
+                   for line in lines), lines
     status, body = skiffd.api("GET", f"/containers/{ctr}/changes")
     assert status == 200
     assert {"Path": "/etc/group", "Kind": 2} in body
-    assert {"Path": "/etc/hostname", "Kind": 0} in body
+    assert {"Path": "/etc/passwd", "Kind": 0} in body
     assert {"Path": "/data/hello.txt", "Kind": 1} in body
 
 
@@ -320,11 +324,11 @@ def test_export(skiffd: Skiffd, ctr: str, tmp_path: Path) -> None:
     skiffd.docker("export", "-o", str(out), ctr)
     with tarfile.open(out) as tar:
         names = set(tar.getnames())
-        assert {"bin/busybox", "data/hello.txt", "etc/hostname"} <= names
+        assert {"bin/busybox", "data/hello.txt", "etc/passwd"} <= names
         assert "etc/group" not in names
         assert not any(".wh." in n for n in names)
-        hostname = tar.extractfile("etc/hostname")
-        assert hostname is not None and hostname.read() == b"changed\n"
+        passwd = tar.extractfile("etc/passwd")
+        assert passwd is not None and passwd.read().endswith(b"extra:x:7:7::/:/bin/sh\n")
 
 
 # --- commit ----------------------------------------------------------------------------------
@@ -337,7 +341,8 @@ def test_commit_and_run(skiffd: Skiffd, ctr: str) -> None:
     assert image_id.startswith("sha256:")
     try:
         assert skiffd.out("run", "--rm", tag) == "hello\n"
-        assert skiffd.out("run", "--rm", tag, "cat", "/etc/hostname") == "changed\n"
+        assert skiffd.out("run", "--rm", tag, "tail", "-n1", "/etc/passwd") == \
+            "extra:x:7:7::/:/bin/sh\n"
         assert skiffd.docker("run", "--rm", tag, "test", "-e", "/etc/group",
                              check=False).returncode == 1
         info = json.loads(skiffd.out("image", "inspect", tag))[0]

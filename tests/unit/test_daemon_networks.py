@@ -13,6 +13,7 @@ import pytest
 from skiff.core.network import EndpointInfo, NetworkConfig, PortMapping, Subnet
 from skiff.daemon.networks import etcfiles, shapes
 from skiff.daemon.networks.dnsd import make_lookup, upstreams
+from skiff.daemon.networks.filters import bool_filter, label_ok, list_match, prune_match
 from skiff.daemon.networks.options import NetworkOptions
 from skiff.daemon.networks.requests import (
     EndpointRequest,
@@ -295,3 +296,33 @@ def test_dns_lookup_and_upstreams() -> None:
     assert lookup("example.org") is None
     assert len(calls) == 3  # read at each query: containers come and go
     assert upstreams(["10.2.2.2"]) == [("10.2.2.2", 53)]
+
+
+def test_network_filters() -> None:
+    user = NetworkMeta("ab" * 32, "front-end", "bridge", "t", labels=(("team", "a"),))
+    host = NetworkMeta("cd" * 32, "host", "host", "t")
+
+    def used(_: NetworkMeta) -> bool:
+        return False
+
+    assert list_match(user, {}, used) and list_match(user, {"name": []}, used)
+    assert list_match(user, {"name": ["end"], "driver": ["bridge"]}, used)
+    assert not list_match(user, {"name": ["back"]}, used)
+    assert list_match(user, {"id": ["abab"]}, used) and not list_match(host, {"id": ["ab"]}, used)
+    assert list_match(user, {"label": ["team"]}, used)
+    assert not list_match(user, {"label": ["team", "x"]}, used)  # labels: all must hold
+    assert list_match(user, {"type": ["custom"]}, used)
+    assert list_match(host, {"type": ["builtin"]}, used)
+    assert list_match(user, {"dangling": ["false"]}, used)
+    assert not list_match(user, {"dangling": ["true"]}, used)
+    assert list_match(user, {"dangling": ["1"]}, lambda m: True)
+    for bad in ({"type": ["weird"]}, {"dangling": ["maybe"]}, {"colour": ["red"]}):
+        with pytest.raises(InvalidArgument, match="invalid filter"):
+            list_match(user, bad, used)
+    assert prune_match(user, {"label": ["team=a"]}) and not prune_match(user, {"label!": ["team"]})
+    assert prune_match(user, {"until": ["24h"]})
+    with pytest.raises(InvalidArgument):
+        prune_match(user, {"name": ["x"]})
+    assert label_ok({"a": "1"}, "a") and label_ok({"a": "1"}, "a=1")
+    assert not label_ok({"a": "1"}, "a=2") and not label_ok({}, "a")
+    assert bool_filter(["false", "TRUE"], "dangling") is True

@@ -28,6 +28,7 @@ from typing import Any
 
 from skiff.core.images import chain_ids
 from skiff.core.snapshots import Snapshotter
+from skiff.daemon.containers import initlayer
 from skiff.daemon.containers.control import RuntimeControl
 from skiff.daemon.containers.filters import list_matcher, prune_matcher
 from skiff.daemon.containers.health import (
@@ -242,6 +243,9 @@ class ContainerManager:
                       mount_points=[m.to_row() for m in planned.points] if planned else [])
         self.store.add(c)  # the name is taken (or refused) before any work is done
         try:
+            if self.runner.network is not None:  # checks and records; allocates nothing
+                await asyncio.to_thread(self.runner.network.register, c,
+                                        body.get("NetworkingConfig"))
             await asyncio.to_thread(self._prepare, c, img)
         except BaseException:
             await asyncio.to_thread(self._discard, c)
@@ -254,6 +258,7 @@ class ContainerManager:
         if img.config.diff_ids:
             self.unpack(img.manifest.layers, img.config.diff_ids)  # shares committed layers
             parent = chain_ids(img.config.diff_ids)[-1]
+        parent = initlayer.make(self.snapshotter, c.id, parent)
         self.snapshotter.prepare(c.snapshot_key, parent, {"skiff.container": c.id})
         self.runner.materialise(c)
 
@@ -265,6 +270,8 @@ class ContainerManager:
             self.runner.teardown(c)
         with contextlib.suppress(SkiffError, OSError):
             self.snapshotter.remove(c.snapshot_key)
+        with contextlib.suppress(SkiffError, OSError):
+            initlayer.remove(self.snapshotter, c.id)
         self.runner.remove_files(c)
         self.store.delete(c.id)
         if self.mounts is not None:  # the anonymous volumes made for it go with it
@@ -684,6 +691,7 @@ class ContainerManager:
         self.runner.teardown(c)
         with contextlib.suppress(NotFound):
             self.snapshotter.remove(c.snapshot_key)
+        initlayer.remove(self.snapshotter, c.id)
         self.runner.remove_files(c)
         self.store.delete(c.id)
 

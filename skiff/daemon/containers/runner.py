@@ -16,23 +16,27 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skiff.core.snapshots import Snapshotter
 from skiff.daemon.config import DEFAULT_RUNTIME, RuntimeSpec
 from skiff.daemon.containers.record import Container
+from skiff.daemon.networks.seam import Sandbox, SandboxProvider
 from skiff.daemon.zygote import Zygote
 from skiff.daemon.zygote import enabled as zygote_enabled
 from skiff.errors import InvalidArgument, SystemFailure, Unavailable, os_error
 from skiff.plugins.snapshots.mount import is_mountpoint, mount_all, unmount_all
 from skiff.runtime.cgroups import remove_if_empty
-from skiff.services.spec import SpecInputs, build_spec, resolve_user
+from skiff.services.spec import ResolvedMount, SpecInputs, build_spec, resolve_user
 from skiff.shim import exitfile
 from skiff.shim.client import ShimClient
+
+if TYPE_CHECKING:
+    from skiff.daemon.volumes.containers import ContainerMounts
 
 log = logging.getLogger("skiffd.runner")
 
@@ -110,6 +114,11 @@ class Runner:
             runtimes = {default: RuntimeSpec(runtimes)}
         self.runtimes = dict(runtimes)
         self.default = default
+        # binds and volumes, attached for each run and detached at teardown (app.py sets it)
+        self.volumes: ContainerMounts | None = None
+        # the network part (app.py sets it); None: the runtime makes a fresh netns and the
+        # image's /etc files are used
+        self.network: SandboxProvider | None = None
         if default not in self.runtimes:
             raise InvalidArgument(f"default runtime {default!r}: no such runtime")
         # shims are forked from a zygote (one interpreter start per daemon, not per container)
@@ -161,7 +170,10 @@ class Runner:
         try:
             if not is_mountpoint(rootfs):
                 mount_all(self.snapshotter.mounts(c.snapshot_key), rootfs)
-            spec = self._spec(c, rootfs)
+            mounts = self.volumes.attach(c, rootfs) if self.volumes is not None else []
+            # before the runtime's create: the netns must exist when the spec names it
+            sandbox = self.network.setup(c) if self.network is not None else Sandbox()
+            spec = self._spec(c, rootfs, mounts, sandbox)
             with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as f:
                 json.dump(spec, f)
             self._start_shim(c, bundle)
@@ -169,12 +181,17 @@ class Runner:
             self.teardown(c)
             raise
 
-    def _spec(self, c: Container, rootfs: str) -> dict[str, Any]:
+    def _spec(self, c: Container, rootfs: str, mounts: Sequence[ResolvedMount] = (),
+              sandbox: Sandbox | None = None) -> dict[str, Any]:
+        sandbox = sandbox or Sandbox()
         user = resolve_user(str(c.config.get("User") or ""),
                             _read_text(os.path.join(rootfs, "etc", "passwd")),
                             _read_text(os.path.join(rootfs, "etc", "group")),
                             c.host_config.get("GroupAdd"))
-        inputs = SpecInputs(container_id=c.id, rootfs="rootfs", user=user,
+        inputs = SpecInputs(container_id=c.id, rootfs="rootfs", user=user, mounts=mounts,
+                            netns_path=sandbox.netns_path,
+                            namespace_paths=dict(sandbox.namespace_paths),
+                            etc_files=sandbox.etc_files,
                             seccomp_profile=_seccomp_profile(), arch=os.uname().machine,
                             kernel=_kernel(), ncpu=os.cpu_count())
         return build_spec(c.config, c.host_config, inputs)
@@ -242,14 +259,20 @@ class Runner:
     def teardown(self, c: Container) -> None:
         """Unmount the rootfs and remove the bundle (the snapshot itself stays)."""
         rootfs = self.paths.rootfs(c.id)
+        if self.volumes is not None:
+            self.volumes.detach(c)
         with contextlib.suppress(FileNotFoundError):
             if is_mountpoint(rootfs):
                 unmount_all(rootfs, detach=True)
         shutil.rmtree(self.paths.bundle(c.id), ignore_errors=True)
+        if self.network is not None:  # endpoints, ports, DNS, the netns file
+            self.network.release(c)
 
     def exit_record(self, cid: str) -> dict[str, Any] | None:
         """The shim's exit.json, for a container that exited while the daemon was away."""
         return exitfile.read(self.paths.shim(cid))
 
     def remove_files(self, c: Container) -> None:
+        if self.network is not None:  # and the container's network records
+            self.network.forget(c.id)
         shutil.rmtree(self.paths.container_dir(c.id), ignore_errors=True)

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from skiff.core.network import OPT_BRIDGE_NAME, NetworkConfig, PortMapping, Subnet
+from skiff.core.network import OPT_BRIDGE_NAME, Endpoint, NetworkConfig, Subnet
 from skiff.daemon.containers.record import RUNNING, Container
 from skiff.daemon.networks import etcfiles, shapes
 from skiff.daemon.networks.dnsd import DNSServers, make_lookup
+from skiff.daemon.networks.filters import list_match, prune_match
 from skiff.daemon.networks.options import NetworkOptions
 from skiff.daemon.networks.requests import (
     DEFAULT_NETWORK,
@@ -40,13 +41,13 @@ from skiff.daemon.networks.requests import (
     EndpointRequest,
     NetworkCreate,
     endpoints_config,
-    exposed_ports,
     network_mode,
     parse_extra_hosts,
     parse_links,
     port_bindings,
 )
 from skiff.daemon.networks.state import NetState, NetworkMeta
+from skiff.daemon.networks.views import ContainerViews
 from skiff.errors import (
     Conflict,
     InvalidArgument,
@@ -111,6 +112,7 @@ class NetworkManager:
         self.firewall = NftablesFirewall(opts.table_name, opts.firewall_filter)
         self.driver = BridgeDriver(self.db, self.ipam, self.firewall)
         self.dns = DNSServers()
+        self.views = ContainerViews(self.state, self.db, self.find, opts.data_root)
         self.lock = threading.RLock()  # sandbox and network changes, one at a time
 
     def close(self) -> None:
@@ -271,6 +273,10 @@ class NetworkManager:
             self._drop_table_if_idle()
         self.publish("network", "destroy", meta.id, {"name": meta.name, "type": meta.driver})
 
+    def _unused(self, meta: NetworkMeta) -> bool:
+        """``dangling``: a user network no container is attached to."""
+        return meta.name not in PREDEFINED and not self.state.attachments(network_id=meta.id)
+
     def _config(self, nid: str) -> NetworkConfig | None:
         try:
             return self.db.network(nid)
@@ -310,42 +316,11 @@ class NetworkManager:
     def list_networks(self, filters: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
         out = []
         for meta in self.state.networks():
-            if not self._matches(meta, filters):
+            if not list_match(meta, filters, self._unused):
                 continue
             out.append(shapes.network_json(meta, self._shown_config(meta), (),
                                            default_bridge=meta.name == DEFAULT_NETWORK))
         return out
-
-    def _matches(self, meta: NetworkMeta, filters: Mapping[str, Sequence[str]]) -> bool:
-        for key, values in filters.items():
-            if not values:
-                continue
-            if key == "name":
-                ok = any(v in meta.name for v in values)
-            elif key == "id":
-                ok = any(v in meta.id for v in values)
-            elif key == "driver":
-                ok = meta.driver in values
-            elif key == "scope":
-                ok = "local" in values
-            elif key == "type":
-                bad = set(values) - {"custom", "builtin"}
-                if bad:
-                    raise InvalidArgument(f"invalid filter: 'type'='{sorted(bad)[0]}'")
-                ok = ("builtin" if meta.name in PREDEFINED else "custom") in values
-            elif key == "label":
-                labels = dict(meta.labels)
-                ok = all(_label_ok(labels, v) for v in values)
-            elif key == "dangling":
-                want = _bool_filter(values, "dangling")
-                unused = meta.name not in PREDEFINED and not self.state.attachments(
-                    network_id=meta.id)
-                ok = unused == want
-            else:
-                raise InvalidArgument(f"invalid filter '{key}'")
-            if not ok:
-                return False
-        return True
 
     def prune(self, filters: Mapping[str, Sequence[str]]) -> list[str]:
         """Remove every user network without endpoints that the filters select."""
@@ -353,7 +328,7 @@ class NetworkManager:
         for meta in self.state.networks():
             if meta.name in PREDEFINED:
                 continue
-            if not self._prune_match(meta, filters) or self.db.endpoints(meta.id):
+            if not prune_match(meta, filters) or self.db.endpoints(meta.id):
                 continue
             try:
                 self.remove(meta.id)
@@ -362,20 +337,6 @@ class NetworkManager:
             removed.append(meta.name)
         self.publish("network", "prune", "", {})
         return removed
-
-    def _prune_match(self, meta: NetworkMeta, filters: Mapping[str, Sequence[str]]) -> bool:
-        for key, values in filters.items():
-            if key == "label":
-                if not all(_label_ok(dict(meta.labels), v) for v in values):
-                    return False
-            elif key == "label!":
-                if any(_label_ok(dict(meta.labels), v) for v in values):
-                    return False
-            elif key == "until":
-                pass  # every network here is older than "now"; durations are not parsed yet
-            else:
-                raise InvalidArgument(f"invalid filter '{key}'")
-        return True
 
     # --- create: check and record ----------------------------------------------------------
     def register(self, c: Container, networking_config: object) -> None:
@@ -627,7 +588,7 @@ class NetworkManager:
                     raise
         self._event("connect", meta.id, c.id)
 
-    def _endpoints(self, c: Container) -> list[Any]:
+    def _endpoints(self, c: Container) -> list[Endpoint]:
         out = []
         for att in self.state.attachments(container_id=c.id):
             if att.endpoint_id:
@@ -731,83 +692,9 @@ class NetworkManager:
                 out.append((" ".join(names), ip))
         return out
 
-    # --- what inspect and ps show ------------------------------------------------------------
-    def _published(self, c: Container) -> list[PortMapping]:
-        out: list[PortMapping] = []
-        for att in self.state.attachments(container_id=c.id):
-            if att.endpoint_id:
-                try:
-                    out += self.db.endpoint(att.endpoint_id)[1]
-                except NotFound:
-                    continue
-        return out
-
-    def _networks_json(self, c: Container) -> dict[str, dict[str, Any]]:
-        mode = network_mode(c.host_config)
-        if mode.startswith("container:"):
-            return {}
-        if mode in ("host", "none"):
-            try:
-                return {mode: shapes.endpoint_settings(self.find(mode).id, "", None)}
-            except NotFound:
-                return {}
-        out: dict[str, dict[str, Any]] = {}
-        for att in self.state.attachments(container_id=c.id):
-            try:
-                meta = self.find(att.network_id)
-            except NotFound:
-                continue
-            info = None
-            if att.endpoint_id:
-                try:
-                    info = self.db.endpoint(att.endpoint_id)[0].info
-                except NotFound:
-                    info = None
-            user = meta.name != DEFAULT_NETWORK
-            out[meta.name] = shapes.endpoint_settings(
-                meta.id, att.endpoint_id or "", info, att.request.aliases,
-                str(att.request.ipv4) if att.request.ipv4 else None,
-                [c.name, c.id[:12], *att.request.aliases] if user else None)
-        return out
-
-    def settings(self, c: Container) -> dict[str, Any]:
-        """NetworkSettings of ``GET /containers/{id}/json``."""
-        sandbox = self.state.sandbox(c.id)
-        ports: Mapping[str, Any] = {}
-        if sandbox is not None or c.status == RUNNING:
-            ports = shapes.ports_json(exposed_ports(c.config), self._published(c))
-        return shapes.settings_json(self._networks_json(c), ports,
-                                    sandbox[0] if sandbox else "",
-                                    sandbox[1] if sandbox else "")
-
+    # --- what inspect and ps show (views.py) -----------------------------------------------
     def inspect_extra(self, c: Container) -> dict[str, Any]:
-        """What container inspect gets from here: NetworkSettings and the /etc file paths."""
-        directory = os.path.join(self.opts.data_root, "containers", c.id)
-        paths = {key: os.path.join(directory, name) for key, name in (
-            ("ResolvConfPath", "resolv.conf"), ("HostnamePath", "hostname"),
-            ("HostsPath", "hosts"))}
-        return {"NetworkSettings": self.settings(c),
-                **{k: p if os.path.exists(p) else "" for k, p in paths.items()}}
+        return self.views.inspect_extra(c)
 
     def summary_extra(self, c: Container) -> dict[str, Any]:
-        return self.summary(c)
-
-    def summary(self, c: Container) -> dict[str, Any]:
-        """``Ports`` and ``NetworkSettings`` of a ``GET /containers/json`` entry."""
-        published = self._published(c) if self.state.sandbox(c.id) else []
-        return {"Ports": shapes.ports_list(exposed_ports(c.config), published),
-                "NetworkSettings": {"Networks": self._networks_json(c)}}
-
-
-def _label_ok(labels: Mapping[str, str], want: str) -> bool:
-    key, sep, value = want.partition("=")
-    return key in labels and (not sep or labels[key] == value)
-
-
-def _bool_filter(values: Sequence[str], key: str) -> bool:
-    v = values[-1].lower()
-    if v in ("true", "1"):
-        return True
-    if v in ("false", "0"):
-        return False
-    raise InvalidArgument(f"invalid filter '{key}={values[-1]}'")
+        return self.views.summary_extra(c)

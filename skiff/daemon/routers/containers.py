@@ -19,6 +19,7 @@ from skiff.daemon.containers.manager import NotModified
 from skiff.daemon.containers.record import Container
 from skiff.daemon.hijack import MULTIPLEXED_STREAM, RAW_STREAM, hijack, pipe
 from skiff.daemon.http import api_minor, json_body, json_response, qbool, qfilters, qint, route
+from skiff.daemon.networks.seam import NetworkView
 from skiff.errors import InvalidArgument
 from skiff.shim.detach import DEFAULT_DETACH_KEYS, parse_detach_keys
 from skiff.shim.logs import LogEntry
@@ -73,8 +74,10 @@ def frame(stream: str, data: bytes) -> bytes:
 
 
 class ContainersRouter:
-    def __init__(self, backend: ContainersBackend) -> None:
+    def __init__(self, backend: ContainersBackend, networks: NetworkView | None = None
+                 ) -> None:
         self.backend = backend
+        self.networks = networks
 
     def register(self, router: web.UrlDispatcher) -> None:
         route(router, "POST", "/containers/create", self.create)
@@ -106,6 +109,11 @@ class ContainersRouter:
         if limit > 0:
             found = found[:limit]
         rows = [c.summary() for c in found]
+        networks = self.networks
+        if networks is not None:  # Ports and NetworkSettings, read in one worker thread
+            extras = await asyncio.to_thread(lambda: [networks.summary_extra(c) for c in found])
+            for row, extra in zip(rows, extras, strict=True):
+                row.update(extra)
         if qbool(request, "size"):
             # cheap: the snapshotter measures the writable layer, the image knows its size
             for row, c in zip(rows, found, strict=True):
@@ -114,9 +122,11 @@ class ContainersRouter:
 
     async def inspect(self, request: web.Request) -> web.StreamResponse:
         c = self.backend.get(request.match_info["id"])
-        return json_response(c.inspect(log_path=self.backend.log_path(c),
-                                           rootfs=self.backend.rootfs(c),
-                                           exec_ids=self.backend.exec_ids(c.id)))
+        body = c.inspect(log_path=self.backend.log_path(c), rootfs=self.backend.rootfs(c),
+                         exec_ids=self.backend.exec_ids(c.id))
+        if self.networks is not None:
+            body.update(await asyncio.to_thread(self.networks.inspect_extra, c))
+        return json_response(body)
 
     async def start(self, request: web.Request) -> web.StreamResponse:
         try:
