@@ -15,6 +15,7 @@ compressed sizes of the layer blobs.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -104,7 +105,18 @@ class Image:
     manifest_desc: Descriptor
     manifest: Manifest
     config: ImageConfig
-    layer_sizes: list[int] = field(default_factory=list)
+    # Per layer: unpacked size on disk (or the blob's). Measuring walks the layer's files, so
+    # it happens on first use: a lookup (every `run`, every build's tag) must not walk every
+    # image on the machine.
+    sizer: Callable[[], list[int]] | None = field(default=None, repr=False, compare=False)
+    _sizes: list[int] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        if self._sizes is None:
+            self._sizes = self.sizer() if self.sizer is not None else \
+                [layer.size for layer in self.manifest.layers]
+        return self._sizes
 
     @property
     def short_id(self) -> str:
@@ -243,7 +255,7 @@ class ImageService:
             img = by_id.get(manifest.config.digest)
             if img is None:
                 img = Image(manifest.config.digest, [], mdesc, manifest, cfg,
-                            self._layer_sizes(manifest, cfg))
+                            functools.partial(self._layer_sizes, manifest, cfg))
                 by_id[img.id] = img
             img.records.append(rec)
         return sorted(by_id.values(), key=lambda i: (-i.created, str(i.id)))

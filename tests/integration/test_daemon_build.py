@@ -5,7 +5,9 @@ that intermediate containers leave nothing behind."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
+import http.server
 import io
 import json
 import os
@@ -13,6 +15,7 @@ import re
 import sqlite3
 import subprocess
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,6 +261,34 @@ def test_add_extracts_local_archives_and_copy_globs(d: Skiffd, tmp_path: Path) -
     assert d.out("run", "--rm", "add:1", "cat", "/opt/pkg/readme.txt") == "inside the archive\n"
     assert d.out("run", "--rm", "add:1", "ls", "/etc/app").split() == ["a.cfg", "b.cfg"]
     assert d.out("run", "--rm", "add:1", "stat", "-c", "%U", "/owned.txt").strip() == "nobody"
+
+
+def test_add_of_a_url_downloads_it(d: Skiffd, tmp_path: Path) -> None:
+    """ADD <url> where it is reachable (a server on loopback): the file, mode 0600, never
+    unpacked; a 404 fails the build naming the URL."""
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "notes.txt").write_text("downloaded\n")
+    (served / "pkg.tar").write_bytes(_tar({"inside.txt": b"x"}))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        ctx = context(tmp_path, f"FROM busybox\nADD {base}/notes.txt /opt/\n"
+                      f"ADD {base}/pkg.tar /opt/pkg.tar\n")
+        build(d, ctx, "-t", "addurl:1")
+        assert d.out("run", "--rm", "addurl:1", "cat", "/opt/notes.txt") == "downloaded\n"
+        assert d.out("run", "--rm", "addurl:1", "stat", "-c", "%a", "/opt/notes.txt") == "600\n"
+        assert d.out("run", "--rm", "addurl:1", "sh", "-c",
+                     "test -f /opt/pkg.tar && echo file") == "file\n"
+        missing = context(tmp_path / "m", f"FROM busybox\nADD {base}/nope.txt /opt/\n")
+        code, out, err = build(d, missing, check=False)
+        assert code != 0 and f"{base}/nope.txt" in out + err and "404" in out + err
+        d.docker("rmi", "addurl:1")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --- the cache ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import IO, BinaryIO, cast
 from skiff.core.reference import Reference
 from skiff.core.snapshots import Snapshotter
 from skiff.daemon.builder.cache import SqliteBuildCache
+from skiff.daemon.builder.fetch import fetch
 from skiff.daemon.builder.runstep import RuntimeCommand
 from skiff.daemon.builder.workspace import DaemonWorkspace, Pull
 from skiff.daemon.containers.archive import ContainerFS
@@ -87,7 +88,7 @@ class BuildService:
             request = BuildRequest(text, posixpath.basename(name), params.tags,
                                    params.build_args, params.target, params.pull,
                                    params.labels, params.network, params.remove)
-            return Build(workspace, cache, context, out).run(request)
+            return Build(workspace, cache, context, out, fetch=fetch).run(request)
         finally:
             workspace.close()
             shutil.rmtree(ctxdir, ignore_errors=True)

@@ -29,6 +29,7 @@ import secrets
 import shutil
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -70,6 +71,8 @@ __all__ = ["Build", "BuildRequest", "CopyPlan", "Output", "RunResult", "State", 
            "scratch_state"]
 
 Output = Callable[[str], None]
+# ADD <url>: download ``url`` into the file at the given path (the daemon's I/O)
+Fetch = Callable[[str, str], None]
 """Receives progress text (whole lines, newline included)."""
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
@@ -235,7 +238,9 @@ class Build:
     """One build: call :meth:`run` once."""
 
     def __init__(self, workspace: Workspace, cache: BuildCache, context: BuildContext,
-                 out: Output, *, now: Callable[[], str] = _now) -> None:
+                 out: Output, *, now: Callable[[], str] = _now,
+                 fetch: Fetch | None = None) -> None:
+        self.fetch = fetch
         self.ws = workspace
         self.cache = cache
         self.context = context
@@ -544,9 +549,12 @@ class Build:
         what = ins.keyword
         workdir = str(st.state.config.get("WorkingDir") or "/")
         files = ins.file_sources()
-        if isinstance(ins, Add) and any(is_url(s) for s in files):
-            raise InvalidArgument(f"{what} failed: downloading a URL is not possible here "
-                                  "(no network is reachable from skiffd's builder)")
+        urls = [f for f in files if is_url(f)] if isinstance(ins, Add) else []
+        if urls and (len(urls) != len(files) or ins.heredocs):
+            raise InvalidArgument(f"{what} failed: mix of URLs and other sources in one "
+                                  "instruction is not supported")
+        if urls and self.fetch is None:
+            raise InvalidArgument(f"{what} failed: downloading a URL is not possible here")
         dest = ins.dest
         dest_is_dir = dest.endswith("/") or dest.endswith("/.") or len(ins.sources) > 1 or \
             dest in (".", "")
@@ -570,8 +578,13 @@ class Build:
             created_by = f"/bin/sh -c #(nop) COPY --from={from_} {' '.join(files)} in " \
                 f"{ins.dest} "
         else:
-            inline = _InlineSources(ins.inline_sources())
-            sources = [*self.context.sources(files), *inline.sources]
+            if urls:
+                assert self.fetch is not None
+                inline = _InlineSources({}, urls, self.fetch)
+                extract = False  # Docker never unpacks a downloaded archive
+            else:
+                inline = _InlineSources(ins.inline_sources())
+            sources = [*self.context.sources([] if urls else files), *inline.sources]
             digest = sources_digest(sources)
             kind = "dir" if len(sources) == 1 and sources[0].is_dir else (
                 "file" if len(sources) == 1 else "multi")
@@ -613,12 +626,14 @@ class _InlineSources:
     """Here-document sources of COPY/ADD (``COPY <<EOF /x``) as files of a private temporary
     directory, so they are copied like any other file (mode 0644, as BuildKit makes them)."""
 
-    def __init__(self, bodies: Mapping[str, str]) -> None:
+    def __init__(self, bodies: Mapping[str, str], urls: Sequence[str] = (),
+                 fetch: Fetch | None = None) -> None:
         self.dir: str | None = None
         self.sources: list[Source] = []
-        if not bodies:
+        if not bodies and not urls:
             return
         self.dir = tempfile.mkdtemp(prefix="skiff-heredoc-")
+        name = ""
         try:
             for name, body in bodies.items():
                 path = os.path.join(self.dir, f"{len(self.sources)}")
@@ -626,9 +641,21 @@ class _InlineSources:
                     f.write(body)
                 os.chmod(path, 0o644)
                 self.sources.append(Source(path, name, False))
+            for url in urls:  # ADD <url>: downloaded, named after the URL's last path part
+                assert fetch is not None
+                name = posixpath.basename(urllib.parse.urlsplit(url).path.rstrip("/"))
+                if not name or name in (".", ".."):
+                    raise InvalidArgument(f"ADD {url}: cannot tell a file name from the URL")
+                path = os.path.join(self.dir, f"{len(self.sources)}")
+                fetch(url, path)
+                os.chmod(path, 0o600)  # as Docker: a downloaded file is 0600
+                self.sources.append(Source(path, name, False))
         except OSError as exc:
             self.close()
-            raise os_error("write here-document source", name, exc) from exc
+            raise os_error("write COPY/ADD source", name, exc) from exc
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self.dir is not None:
