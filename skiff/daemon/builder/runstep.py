@@ -21,33 +21,12 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Any
 
+from skiff.daemon.hostfacts import default_seccomp_profile, kernel_version
 from skiff.errors import SystemFailure, os_error
 from skiff.runtime.cgroups import remove_if_empty
 from skiff.services.spec import SpecInputs, build_spec, resolve_user
-
-_SECCOMP = str(resources.files("skiff.runtime") / "data" / "seccomp-default.json")
-
-
-@cache
-def _seccomp_profile() -> dict[str, Any]:
-    try:
-        with open(_SECCOMP, encoding="utf-8") as f:
-            profile: dict[str, Any] = json.load(f)
-    except OSError as exc:
-        raise os_error("read the default seccomp profile", _SECCOMP, exc) from exc
-    return profile
-
-
-def _kernel() -> tuple[int, int]:
-    parts = os.uname().release.split(".")
-    try:
-        return int(parts[0]), int(parts[1].split("-")[0])
-    except (IndexError, ValueError):
-        return (5, 0)
 
 
 @dataclass(frozen=True)
@@ -86,8 +65,8 @@ def step_spec(step: RunStep, rootfs: str) -> dict[str, Any]:
               "User": step.user, "Hostname": step.container_id[:12]}
     host_config = {"NetworkMode": "host" if step.network == "host" else "none"}
     inputs = SpecInputs(container_id=step.container_id, rootfs="rootfs", user=user,
-                        seccomp_profile=_seccomp_profile(), arch=os.uname().machine,
-                        kernel=_kernel(), ncpu=os.cpu_count())
+                        seccomp_profile=default_seccomp_profile(), arch=os.uname().machine,
+                        kernel=kernel_version(), ncpu=os.cpu_count())
     return build_spec(config, host_config, inputs)
 
 

@@ -18,13 +18,12 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from skiff.core.snapshots import Snapshotter
 from skiff.daemon.config import DEFAULT_RUNTIME, RuntimeSpec
 from skiff.daemon.containers.record import Container
+from skiff.daemon.hostfacts import default_seccomp_profile, kernel_version
 from skiff.daemon.networks.seam import Sandbox, SandboxProvider
 from skiff.daemon.zygote import Zygote
 from skiff.daemon.zygote import enabled as zygote_enabled
@@ -39,28 +38,6 @@ if TYPE_CHECKING:
     from skiff.daemon.volumes.containers import ContainerMounts
 
 log = logging.getLogger("skiffd.runner")
-
-# Docker's default profile in moby's format, as skiff-runtime ships it
-_SECCOMP = str(resources.files("skiff.runtime") / "data" / "seccomp-default.json")
-
-
-@cache
-def _seccomp_profile() -> dict[str, Any]:
-    try:
-        with open(_SECCOMP, encoding="utf-8") as f:
-            profile: dict[str, Any] = json.load(f)
-    except OSError as exc:
-        raise os_error("read the default seccomp profile", _SECCOMP, exc) from exc
-    return profile
-
-
-def _kernel() -> tuple[int, int]:
-    parts = os.uname().release.split(".")
-    try:
-        return int(parts[0]), int(parts[1].split("-")[0])
-    except (IndexError, ValueError):
-        return (5, 0)
-
 
 def _read_text(path: str) -> str | None:
     try:
@@ -192,8 +169,8 @@ class Runner:
                             netns_path=sandbox.netns_path,
                             namespace_paths=dict(sandbox.namespace_paths),
                             etc_files=sandbox.etc_files,
-                            seccomp_profile=_seccomp_profile(), arch=os.uname().machine,
-                            kernel=_kernel(), ncpu=os.cpu_count())
+                            seccomp_profile=default_seccomp_profile(), arch=os.uname().machine,
+                            kernel=kernel_version(), ncpu=os.cpu_count())
         return build_spec(c.config, c.host_config, inputs)
 
     def _start_shim(self, c: Container, bundle: str) -> None:
