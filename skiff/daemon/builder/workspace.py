@@ -20,17 +20,16 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import BinaryIO, cast
 
-from skiff.core.content import Descriptor, Digest, Writer
+from skiff.core.content import Descriptor, Digest
 from skiff.core.images import DOCKER_LAYER, DOCKER_MANIFEST, chain_ids
 from skiff.core.progress import Message
 from skiff.core.reference import Reference, parse_reference
 from skiff.core.snapshots import Kind, Snapshotter, WhiteoutForm
 from skiff.daemon.builder.copyin import copy_into, mkdir_all
 from skiff.daemon.builder.runstep import RunStep, RuntimeCommand, remove_bundle, run_step
+from skiff.daemon.layerstore import store_diff
 from skiff.errors import Conflict, InvalidArgument, NotFound, SkiffError, os_error
-from skiff.plugins.diff.changes import write_diff
 from skiff.plugins.snapshots.mount import mount_all, unmount_all
 from skiff.services.builder.build import (
     OCI_MANIFEST,
@@ -51,17 +50,6 @@ STEP_PREFIX = "build-"
 _LEASE_TTL = 3600.0
 
 Pull = Callable[[Reference, Callable[[Message], None]], None]
-
-
-class _WriterFile:
-    """A content-store writer as the binary file ``write_diff`` writes to."""
-
-    def __init__(self, w: Writer) -> None:
-        self._w = w
-
-    def write(self, data: bytes) -> int:
-        self._w.write(bytes(data))
-        return len(data)
 
 
 class DaemonWorkspace:
@@ -172,16 +160,7 @@ class DaemonWorkspace:
                 self._drop(key)
                 return None
             lease = self._lease_id()
-            w = self.images.content.writer(f"build-{uuid.uuid4().hex}")
-            try:
-                layer = write_diff(dirs, cast(BinaryIO, _WriterFile(w)))
-                self.images.metadata.add_lease_content(lease, layer.diff_id)
-                w.commit(layer.diff_id, layer.size)
-            except BaseException:
-                w.abort()
-                raise
-            finally:
-                w.close()
+            layer = store_diff(self.images, dirs, lease, "build")
             if self._empty(layer.diff_id):
                 self._drop(key)
                 return None

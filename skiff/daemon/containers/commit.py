@@ -17,19 +17,18 @@ import os
 import stat
 import tarfile
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 from skiff.core.changes import apply_changes
-from skiff.core.content import Descriptor, Writer
+from skiff.core.content import Descriptor
 from skiff.core.images import DOCKER_LAYER, DOCKER_MANIFEST, OCI_LAYER, OCI_MANIFEST
 from skiff.core.reference import Reference
 from skiff.core.snapshots import LayerDirs, Snapshotter, WhiteoutForm
 from skiff.daemon.containers.record import Container
+from skiff.daemon.layerstore import store_diff
 from skiff.errors import InvalidArgument, SkiffError, os_error
-from skiff.plugins.diff.changes import write_diff
 from skiff.services.images import Image, ImageService
 
 MODIFIED, ADDED, DELETED = 0, 1, 2
@@ -151,17 +150,6 @@ class CommitRequest:
     config: Mapping[str, Any] | None = None
 
 
-class _WriterFile:
-    """A content-store writer as the binary file ``write_diff`` writes to."""
-
-    def __init__(self, w: Writer) -> None:
-        self._w = w
-
-    def write(self, data: bytes) -> int:
-        self._w.write(bytes(data))
-        return len(data)
-
-
 def _now() -> str:
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int((now % 1) * 1e9):09d}Z"
@@ -193,16 +181,7 @@ def _is_empty_tar(f: BinaryIO) -> bool:
 
 def _write_layer(images: ImageService, dirs: LayerDirs, lease: str) -> tuple[Descriptor, bool]:
     """The container's diff in the content store: (its descriptor, whether it is empty)."""
-    w = images.content.writer(f"commit-{uuid.uuid4().hex}")
-    try:
-        layer = write_diff(dirs, cast(BinaryIO, _WriterFile(w)))
-        images.metadata.add_lease_content(lease, layer.diff_id)
-        w.commit(layer.diff_id, layer.size)
-    except BaseException:
-        w.abort()
-        raise
-    finally:
-        w.close()
+    layer = store_diff(images, dirs, lease, "commit")
     with images.content.open(layer.diff_id) as f:
         empty = _is_empty_tar(f)
     return Descriptor(OCI_LAYER, layer.diff_id, layer.size), empty
