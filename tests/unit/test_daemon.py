@@ -282,3 +282,17 @@ def test_listen_replaces_a_stale_socket_and_refuses_a_live_one(tmp_path: Path) -
         assert os.path.exists(path)  # the refused one did not remove the live socket
     finally:
         sock.close()
+
+
+def test_an_empty_container_cgroup_left_by_the_runtime_is_removed(tmp_path: Path) -> None:
+    from skiff.daemon.containers.runner import _remove_empty_cgroup
+
+    for h in ("pids", "memory"):
+        (tmp_path / h / "skiff" / "c1").mkdir(parents=True)
+    busy = tmp_path / "cpu" / "skiff" / "c2"
+    busy.mkdir(parents=True)
+    (busy / "cgroup.procs").write_text("4242\n")  # a live task: never waited for
+    _remove_empty_cgroup("/skiff/c1", str(tmp_path), wait=0.2)
+    assert not any((tmp_path / h / "skiff" / "c1").exists() for h in ("pids", "memory"))
+    _remove_empty_cgroup("/skiff/c2", str(tmp_path), wait=5)
+    assert busy.exists()

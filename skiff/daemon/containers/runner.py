@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,24 @@ if TYPE_CHECKING:
     from skiff.daemon.volumes.containers import ContainerMounts
 
 log = logging.getLogger("skiffd.runner")
+
+def _remove_empty_cgroup(path: str, root: str = "/sys/fs/cgroup", wait: float = 1.0) -> None:
+    """rmdir ``path`` in every hierarchy once it is empty; a cgroup whose last task is still
+    being reaped is busy for a moment, so that is waited out (briefly), a live one never."""
+    deadline = time.monotonic() + wait
+    while True:
+        remove_if_empty(path, root)
+        try:
+            left = [d for h in os.listdir(root) if os.path.isdir(d := os.path.join(root, h) + path)]
+        except OSError:
+            return
+        if not left or time.monotonic() > deadline:
+            return
+        procs = _read_text(os.path.join(left[0], "cgroup.procs"))
+        if procs is None or procs.strip():
+            return  # live processes (or unreadable): not ours to wait for
+        time.sleep(0.02)
+
 
 def _read_text(path: str) -> str | None:
     try:
@@ -217,7 +236,12 @@ class Runner:
             shutil.rmtree(state_dir, ignore_errors=True)
         else:
             self._runtime_delete(c)
-        # Whatever the runtime, the shared parent cgroup goes with the last container in it.
+        # The runtime removes the container's cgroup; should that have lost a race with a
+        # dying task (EBUSY) the empty cgroup is removed here. Whatever the runtime, the
+        # shared parent goes with the last container in it.
+        parent = c.host_config.get("CgroupParent") or SpecInputs.cgroup_parent
+        if isinstance(parent, str) and parent.startswith("/") and not parent.endswith(".slice"):
+            _remove_empty_cgroup(f"{parent.rstrip('/')}/{c.id}")
         remove_if_empty(SpecInputs.cgroup_parent)
 
     def _runtime_delete(self, c: Container) -> None:
