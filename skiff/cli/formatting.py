@@ -9,6 +9,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
+from skiff.core.humanize import human_duration
+
 # text/tabwriter as the docker CLI configures it: minwidth 10, tabwidth 1, padding 3, spaces.
 MIN_WIDTH, PADDING = 10, 3
 
@@ -25,34 +27,6 @@ def tabulate(rows: Sequence[Sequence[str]], min_width: int = MIN_WIDTH) -> str:
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
         lines.append("".join(cells) + (row[-1] if row else ""))
     return "".join(line + "\n" for line in lines)
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600 / 24 / 365)} years"
 
 
 def since(unix: float, now: float | None = None) -> str:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from skiff.core.humanize import human_duration
 from skiff.daemon.volumes.points import docker_mounts
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -33,28 +34,6 @@ def _unix(text: str) -> float:
 def unix_time(text: str) -> float:
     """An RFC 3339 time as this record writes it, in unix seconds (0 if unreadable)."""
     return _unix(text)
-
-
-def _ago(seconds: float) -> str:
-    """Docker's HumanDuration, as ps shows it ("Up 3 seconds", "Exited (0) 2 minutes ago")."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    return f"{h // 24} days"
 
 
 @dataclass
@@ -122,7 +101,7 @@ class Container:
     def status_text(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
         if self.status == RUNNING:
-            text = f"Up {_ago(now - _unix(self.started_at))}"
+            text = f"Up {human_duration(now - _unix(self.started_at))}"
             if self.paused:
                 return text + " (Paused)"
             health = (self.health or {}).get("Status")
@@ -130,9 +109,9 @@ class Container:
                 return text + " (health: starting)"
             return text + (f" ({health})" if health else "")
         if self.restarting:
-            return f"Restarting ({self.exit_code}) {_ago(now - _unix(self.finished_at))} ago"
+            return f"Restarting ({self.exit_code}) {human_duration(now - _unix(self.finished_at))} ago"
         if self.status == EXITED and self.finished_at != ZERO_TIME:
-            return f"Exited ({self.exit_code}) {_ago(now - _unix(self.finished_at))} ago"
+            return f"Exited ({self.exit_code}) {human_duration(now - _unix(self.finished_at))} ago"
         if self.status == DEAD:
             return "Dead"
         return "Created"
