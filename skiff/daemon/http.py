@@ -135,6 +135,14 @@ def qint(request: web.Request, name: str, default: int | None = None) -> int | N
                                      "integer") from exc
 
 
+def qsize(request: web.Request) -> tuple[int, int]:
+    """A resize request's ``h`` and ``w`` (absent: 0), refused when negative."""
+    height, width = qint(request, "h", 0) or 0, qint(request, "w", 0) or 0
+    if height < 0 or width < 0:
+        raise errors.InvalidArgument("resize: h and w must not be negative")
+    return height, width
+
+
 def qfilters(request: web.Request) -> dict[str, list[str]]:
     """The ``filters`` query: ``{"key": ["v"]}`` or the old ``{"key": {"v": true}}``."""
     raw = request.query.get("filters")

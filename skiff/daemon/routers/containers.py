@@ -18,7 +18,16 @@ from aiohttp import web
 from skiff.daemon.containers.manager import NotModified
 from skiff.daemon.containers.record import Container
 from skiff.daemon.hijack import MULTIPLEXED_STREAM, RAW_STREAM, hijack, pipe
-from skiff.daemon.http import api_minor, json_body, json_response, qbool, qfilters, qint, route
+from skiff.daemon.http import (
+    api_minor,
+    json_body,
+    json_response,
+    qbool,
+    qfilters,
+    qint,
+    qsize,
+    route,
+)
 from skiff.daemon.networks.seam import NetworkView
 from skiff.errors import InvalidArgument
 from skiff.shim.detach import DEFAULT_DETACH_KEYS, parse_detach_keys
@@ -149,9 +158,7 @@ class ContainersRouter:
         return web.Response(status=204)
 
     async def resize(self, request: web.Request) -> web.StreamResponse:
-        height, width = qint(request, "h", 0) or 0, qint(request, "w", 0) or 0
-        if height < 0 or width < 0:
-            raise InvalidArgument("resize: h and w must not be negative")
+        height, width = qsize(request)
         await self.backend.resize(request.match_info["id"], height, width)
         return web.Response(status=200)
 

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from skiff.daemon.containers.execs import ExecRecord, console_size
 from skiff.daemon.hijack import MULTIPLEXED_STREAM, RAW_STREAM, hijack, pipe
-from skiff.daemon.http import api_minor, json_body, json_response, qint, route
+from skiff.daemon.http import api_minor, json_body, json_response, qsize, route
 from skiff.errors import InvalidArgument, SkiffError
 
 _STDOUT_FRAME = struct.Struct(">BxxxI")
@@ -54,9 +54,7 @@ class ExecRouter:
         return json_response(self.backend.get(request.match_info["id"]).inspect())
 
     async def resize(self, request: web.Request) -> web.StreamResponse:
-        height, width = qint(request, "h", 0) or 0, qint(request, "w", 0) or 0
-        if height < 0 or width < 0:
-            raise InvalidArgument("resize: h and w must not be negative")
+        height, width = qsize(request)
         await self.backend.resize(request.match_info["id"], height, width)
         return web.Response(status=200)
 
