@@ -41,7 +41,8 @@ class IngestStatus:
     updated: float
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a rename or create in ``path`` durable (the directory entry itself)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -154,7 +155,7 @@ class LocalWriter:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.chmod(self._data_path, 0o444)
             os.rename(self._data_path, target)
-            _fsync_dir(os.path.dirname(target))
+            fsync_dir(os.path.dirname(target))
         except OSError as exc:
             raise os_error("commit blob", f"{expected} to {target}", exc) from exc
         self._close_file()

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from skiff.core.content import Digest
 from skiff.errors import os_error
-from skiff.plugins.content.local import digest_file
+from skiff.plugins.content.local import digest_file, fsync_dir
 
 from .errors import RegistryError
 from .storage import Storage
@@ -31,14 +31,6 @@ from .storage import Storage
 _CHUNK = 1 << 20
 _UUID_HEX = frozenset("0123456789abcdef-")
 _HASH_CACHE_MAX = 1024
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Upload:
@@ -100,7 +92,7 @@ class Upload:
                 os.chmod(self.data_path, 0o444)
                 os.rename(self.data_path, target)
                 if self._m.fsync:
-                    _fsync_dir(os.path.dirname(target))
+                    fsync_dir(os.path.dirname(target))
             except OSError as exc:
                 raise os_error("commit upload", f"{expected} to {target}", exc) from exc
         storage.link_blob(self.name, expected)
