@@ -4,7 +4,8 @@ The runtime bind-mounts /etc/hosts, /etc/resolv.conf and /etc/hostname over file
 exist, and mounts /proc, /sys, /dev over directories. An image without them would get them
 created in the container's own layer, and every `docker diff`, commit and export would show
 them. Docker keeps them in an "-init" layer below the container's; so does skiff: what is
-made here is part of the container's view but never of its changes.
+made here is part of the container's view but never of its changes. One init layer serves
+every container of an image.
 
 Everything is created through descriptors resolved inside the layer's mounted root
 (openat2 RESOLVE_IN_ROOT) with O_NOFOLLOW|O_EXCL: an image whose /etc is a symlink to
@@ -15,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 
 from skiff.core.snapshots import Snapshotter
-from skiff.errors import NotFound, os_error
+from skiff.errors import Conflict, NotFound, os_error
 from skiff.linux.openat2 import RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, openat2
 from skiff.plugins.snapshots.mount import mounted
 
@@ -25,10 +27,6 @@ DIRS = ("proc", "sys", "dev", "dev/pts", "dev/shm", "etc")
 FILES = ("etc/hosts", "etc/resolv.conf", "etc/hostname")
 _RESOLVE = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-
-
-def init_key(cid: str) -> str:
-    return f"init-{cid}"
 
 
 def _open_dir(root_fd: int, rel: str) -> int:
@@ -64,24 +62,29 @@ def populate(root: str) -> None:
         os.close(root_fd)
 
 
-def make(snapshotter: Snapshotter, cid: str, parent: str | None) -> str:
-    """Commit the init layer of container ``cid`` on ``parent``; its key (the container's
-    parent)."""
-    key, active = init_key(cid), f"init-{cid}-active"
-    labels = {"skiff.container": cid}
-    snapshotter.prepare(active, parent, labels)
+def make(snapshotter: Snapshotter, parent: str | None) -> str:
+    """The init layer on ``parent`` (an image's top chain ID, None for scratch); its key, the
+    parent of a new container's snapshot.
+
+    Its content depends only on the image, so containers of one image share it: it is made
+    by the first and found by the rest (a stat, not a mount, on the start path). Unused ones
+    go with image GC like any committed snapshot without children.
+    """
+    key = f"init-{(parent or 'scratch').replace(':', '-')}"
+    with contextlib.suppress(NotFound):
+        snapshotter.stat(key)
+        return key
+    active = f"{key}-{uuid.uuid4().hex[:12]}"  # concurrent creates of one image: one wins
+    snapshotter.prepare(active, parent, {"skiff.init": "1"})
     try:
         with mounted(snapshotter.mounts(active)) as root:
             populate(root)
-        snapshotter.commit(key, active, labels)
+        try:
+            snapshotter.commit(key, active, {"skiff.init": "1"})
+        except Conflict:  # another create committed it first: use theirs
+            snapshotter.remove(active)
     except BaseException:
         with contextlib.suppress(NotFound):
             snapshotter.remove(active)
         raise
     return key
-
-
-def remove(snapshotter: Snapshotter, cid: str) -> None:
-    """Drop the init layer (after the container's own snapshot); quiet if there is none."""
-    with contextlib.suppress(NotFound):
-        snapshotter.remove(init_key(cid))

@@ -258,7 +258,7 @@ class ContainerManager:
         if img.config.diff_ids:
             self.unpack(img.manifest.layers, img.config.diff_ids)  # shares committed layers
             parent = chain_ids(img.config.diff_ids)[-1]
-        parent = initlayer.make(self.snapshotter, c.id, parent)
+        parent = initlayer.make(self.snapshotter, parent)
         self.snapshotter.prepare(c.snapshot_key, parent, {"skiff.container": c.id})
         self.runner.materialise(c)
 
@@ -270,8 +270,6 @@ class ContainerManager:
             self.runner.teardown(c)
         with contextlib.suppress(SkiffError, OSError):
             self.snapshotter.remove(c.snapshot_key)
-        with contextlib.suppress(SkiffError, OSError):
-            initlayer.remove(self.snapshotter, c.id)
         self.runner.remove_files(c)
         self.store.delete(c.id)
         if self.mounts is not None:  # the anonymous volumes made for it go with it
@@ -691,7 +689,6 @@ class ContainerManager:
         self.runner.teardown(c)
         with contextlib.suppress(NotFound):
             self.snapshotter.remove(c.snapshot_key)
-        initlayer.remove(self.snapshotter, c.id)
         self.runner.remove_files(c)
         self.store.delete(c.id)
 
