@@ -7,18 +7,9 @@ command imports its machinery when it runs.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-
-if os.path.basename(sys.argv[0]) == "skiff-runtime" and (
-        "create" in sys.argv or "run" in sys.argv):
-    # Before any other import: the kernel's cgroup migration lock takes a grace period to
-    # warm up, and the imports below are time we can overlap with it (see warmup.py).
-    from skiff.runtime.warmup import warm_cgroup_migration
-
-    warm_cgroup_migration()
-
-import json
 import time
 from collections.abc import Callable
 

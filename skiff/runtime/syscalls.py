@@ -80,6 +80,10 @@ SYS_CAPGET = 125
 SYS_CAPSET = 126
 SYS_PIVOT_ROOT = 155
 SYS_SECCOMP = 317
+SYS_CLONE3 = 435  # the same number on every architecture (new calls share one table)
+
+CLONE_INTO_CGROUP = 0x200000000
+_SIGCHLD = 17  # the exit signal fork gives (17 on x86 and arm)
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -93,6 +97,38 @@ def libc() -> Any:
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.syscall.restype = ctypes.c_long
     return _libc
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
+        "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """os.fork(), except that the child is born in the cgroup (v2) of directory fd ``cgroup_fd``.
+
+    clone3(CLONE_INTO_CGROUP) places the child at fork time, which costs the kernel nothing
+    like a later write to cgroup.procs does (see cgroups.join). The call is made with the GIL
+    held and wrapped in the interpreter's own before/after-fork steps, exactly as os.fork
+    does, so the child is a normal forked interpreter. Raises OSError (ENOSYS before Linux
+    5.7, EACCES/EPERM where the caller may not write the cgroup) for the caller to fall back.
+    """
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_SIGCHLD, cgroup=cgroup_fd)
+    pylibc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held, as in os.fork
+    pylibc.syscall.restype = ctypes.c_long
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = pylibc.syscall(ctypes.c_long(SYS_CLONE3), ctypes.byref(args),
+                         ctypes.c_size_t(ctypes.sizeof(args)))
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone3 into cgroup: {os.strerror(err)}")
+    return int(pid)
 
 
 def _check(ret: int, what: str, path: str | None = None) -> int:

@@ -148,11 +148,6 @@ def _fork_runtime(args: list[str], stdio: tuple[int, int, int]) -> int:
         for n, fd in enumerate(stdio):
             os.dup2(fd, n, inheritable=True)
         os.closerange(3, _max_fd())
-        if "create" in args or "run" in args:
-            # as the command-line entry does first thing (see skiff.runtime.warmup)
-            from skiff.runtime.warmup import warm_cgroup_migration
-
-            warm_cgroup_migration()
         from skiff.runtime import cli
 
         code = cli.main(args)

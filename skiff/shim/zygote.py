@@ -40,7 +40,7 @@ def preload() -> None:
     # argument parsing (a module of its own under -m), and the shim: server, logs, conn...
     names = ["skiff.shim.__main__", "skiff.shim.launch", "ctypes"]
     if is_own_runtime(os.path.join(os.path.dirname(sys.executable), RUNTIME)):
-        names += ["skiff.runtime.warmup", "skiff.runtime.cli", "skiff.runtime.commands",
+        names += ["skiff.runtime.cli", "skiff.runtime.commands",
                   # what `create` imports lazily for a Docker-made spec (seccomp, rlimits)
                   "skiff.runtime.capabilities", "skiff.runtime.seccomp",
                   "skiff.runtime.seccomp_compile", "skiff.runtime.process.limits",

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,31 @@ def test_destroy(mgr: V2Manager) -> None:
     mgr.destroy()
     assert not mgr.exists()
     mgr.destroy()
+
+
+def test_fork_into_cgroup_makes_the_child_inside() -> None:
+    # clone3(CLONE_INTO_CGROUP) from Python: the child is a normal forked interpreter that
+    # starts life in the cgroup, with no write to cgroup.procs.
+    from skiff.runtime import syscalls as sc
+
+    d = Path(_unified_root()) / f"skiff-clone-{os.getpid()}"
+    d.mkdir()
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    r, w = os.pipe()
+    try:
+        pid = sc.fork_into_cgroup(fd)
+        if pid == 0:
+            try:
+                with open("/proc/self/cgroup") as f:
+                    os.write(w, f.read().encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        out = os.read(r, 4096).decode()
+        assert f"0::/{d.name}" in out.splitlines()
+    finally:
+        os.close(fd)
+        os.close(r)
+        d.rmdir()

@@ -516,3 +516,43 @@ def test_an_explicit_home_is_kept(runtime: RuntimeDriver, make_bundle: Bundle) -
     proc["env"] = [*proc["env"], "HOME=/custom"]
     code, out, err = run(runtime, make_bundle(process=proc))
     assert (code, out) == (0, "/custom\n"), err
+
+
+def _cgroup_lines(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return f.read().splitlines()
+
+
+@pytest.mark.parametrize("userns", [False, True], ids=["born-in-cgroup", "moved-by-parent"])
+def test_container_process_alone_in_its_cgroup_in_every_hierarchy(
+        runtime: RuntimeDriver, make_bundle: Bundle, userns: bool) -> None:
+    # Stage 2 is made in the v2 cgroup by clone3 and joins each v1 hierarchy itself; in a
+    # user namespace the parent moves it by cgroup.procs. Either way every hierarchy must
+    # hold the container's process and nothing of the runtime's setup stages.
+    b = make_bundle(["sleep", "100"])
+    cfg = read_config(b)
+    cfg["linux"]["resources"] = {"pids": {"limit": 1}}  # a stage left in it would not fit
+    if userns:
+        cfg["linux"]["namespaces"].append({"type": "user"})
+        cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        cfg["mounts"] = [m for m in cfg["mounts"] if m["type"] != "cgroup"]
+        for parent in [b, *b.parents]:
+            if parent == Path("/tmp"):
+                break
+            parent.chmod(parent.stat().st_mode | 0o011)
+    write_config(b, cfg)
+    cid = new_id("cgjoin")
+    runtime("run", "-d", "--bundle", str(b), cid)
+    st = runtime.wait_status(cid, "running")
+    lines = _cgroup_lines(int(st["pid"]))
+    assert lines and all(line.endswith(f"/skiff/{cid}") for line in lines), lines
+    for d in cgroup_dirs(cid):
+        procs = (Path(d) / "cgroup.procs").read_text().split()
+        assert procs == [str(st["pid"])], (d, procs)
+    # an exec'd process is made the same way: it must land beside the init
+    res = runtime("exec", "-d", "--pid-file", str(b / "exec.pid"), cid, "sleep", "100")
+    exec_pid = int((b / "exec.pid").read_text())
+    assert res.code == 0 and _cgroup_lines(exec_pid) == lines
+    runtime("delete", "--force", cid)
+    assert cgroup_dirs(cid) == []

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .detect import Mode as Mode
+    from .join import CgroupJoin
 
 __all__ = ["V1Manager", "V2Manager", "cgroup_path_for", "detect_mode", "new_manager",
            "parse_resources", "remove_if_empty"]
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 
         def apply(self, pid: int) -> None:
             """Move ``pid`` into the cgroup in every hierarchy."""
+
+        def open_join(self) -> CgroupJoin:
+            """Handles for a child to be made in, or move itself into, the cgroup cheaply."""
 
         def set(self, resources: Mapping[str, Any]) -> None:
             """Apply OCI ``linux.resources`` (whole or partial); only given fields are touched."""

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from skiff.errors import InvalidArgument, SystemFailure, Unavailable, os_error
 
 from . import fs
+from .join import CgroupJoin, open_join
 from .resources import PREFIX, BlockIO, Cpu, Memory, Network, Resources, parse_resources
 from .stats_v1 import collect_v1
 
@@ -95,6 +96,10 @@ class V1Manager:
     def apply(self, pid: int) -> None:
         for d in self._dirs():
             fs.write(d, "cgroup.procs", str(pid))
+
+    def open_join(self) -> CgroupJoin:
+        return open_join(sorted({mount + self.path for mount in self._mounts.values()}),
+                         self._unified)
 
     def destroy(self) -> None:
         for d in self._dirs():

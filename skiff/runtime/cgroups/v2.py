@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from skiff.errors import InvalidArgument, SystemFailure, Unavailable, os_error
 
 from . import bpf, convert, fs
+from .join import CgroupJoin, open_join
 from .resources import PREFIX, BlockIO, Cpu, Memory, parse_resources
 from .stats_v2 import collect_v2
 
@@ -58,6 +59,9 @@ class V2Manager:
 
     def apply(self, pid: int) -> None:
         fs.write(self._dir, "cgroup.procs", str(pid))
+
+    def open_join(self) -> CgroupJoin:
+        return open_join([], self._dir)
 
     def destroy(self) -> None:
         fs.remove_tree(self._dir)

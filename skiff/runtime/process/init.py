@@ -1,12 +1,15 @@
 """The child side of the staged setup: stage 1 (namespaces) and stage 2 (the container's process).
 
-    runtime (parent) --fork--> stage1: wait "go" (it is in the cgroup now), setns into the
-                               namespaces to join, unshare the new ones, let the parent write the
-                               id maps of a new user namespace, fork stage 2, report its pid, exit.
-    stage1 --fork--> stage2:   pid 1 of a new pid namespace. For `create`: set up the rootfs,
-                               pivot_root, report "ready", block on the exec fifo until `start`,
-                               then drop privileges and execve. For `exec`: it already sits in
-                               the container's namespaces; prepare the process and execve.
+    runtime (parent) --fork--> stage1: wait "go", setns into the namespaces to join, unshare
+                               the new ones, let the parent write the id maps of a new user
+                               namespace, fork stage 2 (into the v2 cgroup where it can, see
+                               cgroups.join), report its pid, exit.
+    stage1 --fork--> stage2:   joins its v1 cgroups itself, then waits for "cgroup" (the parent
+                               has finished placing it). pid 1 of a new pid namespace. For
+                               `create`: set up the rootfs, pivot_root, report "ready", block on
+                               the exec fifo until `start`, then drop privileges and execve. For
+                               `exec`: it already sits in the container's namespaces; prepare
+                               the process and execve.
 
 Both stages end in os._exit: an exception must never unwind into the parent's code, which this
 forked copy of the interpreter still holds on its stack.
@@ -14,6 +17,7 @@ forked copy of the interpreter still holds on its stack.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     import socket
     from typing import Any, NoReturn
 
+    from skiff.runtime.cgroups.join import CgroupJoin
     from skiff.runtime.seccomp import Filter
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -56,6 +61,7 @@ class Launch:
     cgroupns: bool = False  # create only: unshare the cgroup namespace once in the cgroup
     seccomp_filter: Filter | None = None  # compiled by the parent, sent before "ready"
     in_cgroup: bool = False
+    cgroup_join: CgroupJoin | None = None  # None: the parent moves stage 2 (the slow way)
 
 
 def preload(launch: Launch) -> None:
@@ -95,10 +101,10 @@ def stage1(launch: Launch, ch: Channel) -> NoReturn:
         if launch.userns:
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-        pid = os.fork()
+        pid, born_in = _fork_stage2(launch)
         if pid == 0:
             stage2(launch, ch)
-        ch.send("pid", pid=pid)
+        ch.send("pid", pid=pid, born_in_cgroup=born_in)
         code = 0
     except BaseException as exc:
         _report(ch, exc)
@@ -106,13 +112,32 @@ def stage1(launch: Launch, ch: Channel) -> NoReturn:
         os._exit(code)
 
 
+def _fork_stage2(launch: Launch) -> tuple[int, bool]:
+    """Fork stage 2, born in the v2 cgroup if clone3 allows; (pid, whether it was)."""
+    join = launch.cgroup_join
+    # In a user namespace our credentials may not write the cgroup: that clone would fail
+    # after taking the new pid namespace's pid 1, which leaves the namespace unusable.
+    if join is not None and join.clone_fd is not None and not launch.userns:
+        try:
+            return sc.fork_into_cgroup(join.clone_fd), True
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSYS, errno.EINVAL, errno.E2BIG):
+                # refused after the fork began: a new pid namespace would take no process now
+                raise os_error("fork the container's process into cgroup", join.clone_dir or "",
+                               exc) from exc
+            # an old kernel: the parent moves it
+    return os.fork(), False
+
+
 def stage2(launch: Launch, ch: Channel) -> NoReturn:
     code = 1
     try:
         try:
+            if launch.cgroup_join is not None:  # first: everything below counts against it
+                launch.cgroup_join.enter_self()
             os.setsid()
             if launch.is_exec:
-                path, env = _prepare_exec(launch)
+                path, env = _prepare_exec(launch, ch)
             else:
                 path, env = _prepare_init(launch, ch)
             if (launch.spec.get("linux") or {}).get("seccomp"):
@@ -226,7 +251,8 @@ def _enter_cgroup(launch: Launch, ch: Channel) -> None:
             raise os_error("unshare cgroup namespace", "", exc) from exc
 
 
-def _prepare_exec(launch: Launch) -> tuple[str, list[str]]:
+def _prepare_exec(launch: Launch, ch: Channel) -> tuple[str, list[str]]:
+    ch.recv("cgroup")  # nothing of the process may run before it is in the cgroup
     if launch.process.get("terminal"):
         _setup_console(launch, console_dev=False)
     return _prepare_process(launch)
