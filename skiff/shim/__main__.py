@@ -23,17 +23,21 @@ _VALUED = {"id", "bundle", "state-dir", "runtime", "runtime-root", "log-path", "
 _BOOLEAN = {"stdin"}
 
 
-def bundle_has_tty(bundle: str) -> bool:
+def read_bundle(bundle: str) -> tuple[bool, bool]:
+    """(whether the container has a terminal, whether its spec has hooks)."""
     path = os.path.join(bundle, "config.json")
     try:
         with open(path) as f:
             spec = json.load(f)
     except FileNotFoundError:
-        return False  # the runtime will say what is wrong, in its own words
+        return False, False  # the runtime will say what is wrong, in its own words
     except (OSError, ValueError) as exc:
         raise InvalidArgument(f"start: read {path}: {exc}") from exc
-    process = spec.get("process") if isinstance(spec, dict) else None
-    return bool(process.get("terminal")) if isinstance(process, dict) else False
+    if not isinstance(spec, dict):
+        return False, False
+    process = spec.get("process")
+    tty = bool(process.get("terminal")) if isinstance(process, dict) else False
+    return tty, bool(spec.get("hooks"))
 
 
 def parse_start(argv: list[str]) -> Config:
@@ -67,14 +71,15 @@ def parse_start(argv: list[str]) -> Config:
         max_file = int(opts.get("log-max-file", DEFAULT_MAX_FILE))
     except ValueError:
         raise InvalidArgument("start: --log-max-file wants a number") from None
+    tty, hooks = read_bundle(bundle)
     return Config(id=opts["id"], bundle=bundle, state_dir=state_dir,
                   runtime=opts.get("runtime", "skiff-runtime"),
                   runtime_root=os.path.abspath(opts["runtime-root"]),
                   log_path=os.path.abspath(opts.get("log-path")
                                            or os.path.join(state_dir, "json.log")),
                   log_max_size=parse_size(opts.get("log-max-size", "10m")),
-                  log_max_file=max_file, tty=bundle_has_tty(bundle), stdin="stdin" in flags,
-                  runtime_args=tuple(runtime_args))
+                  log_max_file=max_file, tty=tty, stdin="stdin" in flags,
+                  runtime_args=tuple(runtime_args), hooks=hooks)
 
 
 def main(argv: list[str]) -> int:

@@ -12,9 +12,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from skiff.errors import Conflict, SkiffError, os_error
 from skiff.shim.server import SOCKET, Config, Shim, remove_tree
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 PR_SET_CHILD_SUBREAPER = 36
 SHIM_LOG = "shim.log"
@@ -43,12 +48,9 @@ def start_report(cfg: Config, close_fds: tuple[int, ...] = ()) -> tuple[int, str
     ``close_fds`` are descriptors of the caller's that the shim must not hold (the zygote's
     connection to the daemon: the shim outlives it).
     """
-    try:
-        os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        return 1, str(os_error("create shim state dir", cfg.state_dir, exc))
-    if _shim_alive(os.path.join(cfg.state_dir, SOCKET)):
-        return 1, str(Conflict(f"start shim for container {cfg.id}: one is running"))
+    refused = prepare(cfg)
+    if refused:
+        return 1, refused
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
@@ -58,7 +60,7 @@ def start_report(cfg: Config, close_fds: tuple[int, ...] = ()) -> tuple[int, str
                 os.close(fd)
             os.setsid()
             if os.fork() == 0:
-                _become_shim(cfg, w)
+                become_shim(cfg, lambda message: _report(w, message))
         finally:
             os._exit(0)
     os.close(w)
@@ -71,6 +73,17 @@ def start_report(cfg: Config, close_fds: tuple[int, ...] = ()) -> tuple[int, str
     if message == "ok":
         return 0, ""
     return 1, message or f"start shim for container {cfg.id}: it died before reporting"
+
+
+def prepare(cfg: Config) -> str:
+    """Make the state dir; why no shim may start for ``cfg`` ("" if one may)."""
+    try:
+        os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        return str(os_error("create shim state dir", cfg.state_dir, exc))
+    if _shim_alive(os.path.join(cfg.state_dir, SOCKET)):
+        return str(Conflict(f"start shim for container {cfg.id}: one is running"))
+    return ""
 
 
 def _shim_alive(path: str) -> bool:
@@ -90,10 +103,14 @@ def _shim_alive(path: str) -> bool:
             return True  # cannot tell: do not start a second shim over it
 
 
-def _become_shim(cfg: Config, ready: int) -> None:
-    """Runs in the detached grandchild; never returns."""
+def become_shim(cfg: Config, report: Callable[[str], None]) -> NoReturn:
+    """Turn this (detached) process into the shim; never returns.
+
+    ``report`` is called once, with "ok" when the container is created or with why not.
+    """
     code = 1
     shim = None
+    reported = False
     try:
         os.chdir("/")  # hold no directory of the daemon's busy
         null = os.open(os.devnull, os.O_RDWR)
@@ -113,20 +130,21 @@ def _become_shim(cfg: Config, ready: int) -> None:
         except SkiffError as exc:
             shim.abandon()
             remove_tree(cfg.state_dir)  # before the report: the starter's caller sees it gone
-            _report(ready, str(exc))
-            return
-        _report(ready, "ok")
-        ready = -1
-        shim.serve()
-        shim.shutdown()
-        code = 0
+            reported = True
+            report(str(exc))
+        else:
+            reported = True
+            report("ok")
+            shim.serve()
+            shim.shutdown()
+            code = 0
     except BaseException:
         import traceback
 
         traceback.print_exc()
-        if ready >= 0:
-            _report(ready, f"start shim for container {cfg.id}: internal error (see "
-                           f"{os.path.join(cfg.state_dir, SHIM_LOG)})")
+        if not reported:
+            report(f"start shim for container {cfg.id}: internal error (see "
+                   f"{os.path.join(cfg.state_dir, SHIM_LOG)})")
     finally:
         os._exit(code)
 

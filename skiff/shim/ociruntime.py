@@ -49,7 +49,8 @@ class OCIRuntime:
     """One container's runtime: binary, its ``--root``, and a JSON log in the state dir."""
 
     def __init__(self, binary: str, root: str, log_path: str, cid: str,
-                 timeout: float = 120.0, args: tuple[str, ...] = ()) -> None:
+                 timeout: float = 120.0, args: tuple[str, ...] = (), hooks: bool = False
+                 ) -> None:
         self.binary = binary
         self.args = args  # global flags before the subcommand (a runtime's runtimeArgs)
         self.timeout = timeout
@@ -57,6 +58,10 @@ class OCIRuntime:
         self.log_path = log_path
         self.cid = cid
         self.in_process = is_own_runtime(binary)
+        # start and delete of our own runtime are short and bounded: the shim calls them
+        # itself, without a fork. A container with hooks keeps the child (and its timeout):
+        # a hook may run for ever.
+        self.in_place = self.in_process and not hooks
 
     def run(self, what: str, args: list[str], stdio: tuple[int, int, int] | None = None
             ) -> None:
@@ -71,6 +76,9 @@ class OCIRuntime:
             offset = os.stat(self.log_path).st_size
         except FileNotFoundError:
             offset = 0
+        if self.in_place and stdio is None and args[0] in _IN_PLACE:
+            self._check(what, _call_runtime(argv[1:]), offset)
+            return
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
             fds = stdio or (null, null, null)
@@ -91,7 +99,10 @@ class OCIRuntime:
             raise SystemFailure(f"{what} container {self.cid}: {os.path.basename(self.binary)} "
                                 f"did not finish in {self.timeout:g}s and was killed")
         _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
+        self._check(what, os.waitstatus_to_exitcode(status), offset)
+
+    def _check(self, what: str, code: int, offset: int) -> None:
+        """Raise with the runtime's logged error (written past ``offset``) unless ``code`` is 0."""
         if code == 0:
             return
         msg = None
@@ -103,6 +114,22 @@ class OCIRuntime:
             pass
         raise SystemFailure(f"{what} container {self.cid}: "
                             f"{msg or f'{os.path.basename(self.binary)} exited with {code}'}")
+
+
+_IN_PLACE = ("start", "delete")
+
+
+def _call_runtime(args: list[str]) -> int:
+    """skiff-runtime's ``main(args)`` in this process; its exit code (1 for a crash)."""
+    from skiff.runtime import cli
+
+    try:
+        return cli.main(args)
+    except Exception:  # as a crashed runtime: its traceback on our stderr (the shim log)
+        import traceback
+
+        traceback.print_exc()
+        return 1
 
 
 def is_own_runtime(binary: str) -> bool:

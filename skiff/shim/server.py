@@ -43,13 +43,15 @@ _STREAM_NAMES = {protocol.STDOUT: "stdout", protocol.STDERR: "stderr"}
 class Config:
     """What one shim supervises, and how (see ``python -m skiff.shim start``)."""
 
-    __slots__ = ("bundle", "id", "log_max_file", "log_max_size", "log_path", "runtime",
+    __slots__ = ("bundle", "hooks", "id", "log_max_file", "log_max_size", "log_path", "runtime",
                  "runtime_args", "runtime_root", "state_dir", "stdin", "tty")
 
     def __init__(self, *, id: str, bundle: str, state_dir: str, runtime: str,
                  runtime_root: str, log_path: str, log_max_size: int, log_max_file: int,
-                 tty: bool, stdin: bool, runtime_args: tuple[str, ...] = ()) -> None:
+                 tty: bool, stdin: bool, runtime_args: tuple[str, ...] = (),
+                 hooks: bool = False) -> None:
         self.id = id
+        self.hooks = hooks  # the spec has OCI hooks (they may run long: see OCIRuntime)
         self.runtime_args = runtime_args
         self.bundle = bundle
         self.state_dir = state_dir
@@ -80,7 +82,7 @@ class Shim:
         self.cfg = cfg
         self.runtime = OCIRuntime(cfg.runtime, cfg.runtime_root,
                                   os.path.join(cfg.state_dir, "runtime.log"), cfg.id,
-                                  args=cfg.runtime_args)
+                                  args=cfg.runtime_args, hooks=cfg.hooks)
         self.sel = selectors.DefaultSelector()
         self.init = Proc("", cfg.tty, cfg.stdin)
         self.execs: dict[str, Proc] = {}

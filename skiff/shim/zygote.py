@@ -4,9 +4,10 @@ Starting a shim with ``python -m skiff.shim start`` pays for a fresh interpreter
 shim's imports on every container; the zygote pays once. It imports what a shim (and
 skiff-runtime, which the shim runs in forked children: see :mod:`.ociruntime`) uses, freezes
 the garbage collector's view of those objects (so children do not dirty the shared pages by
-scanning them), and then forks one *starter* per request. The starter behaves exactly as
-``start`` does (fork, setsid, fork: the shim is nobody's child) and answers on the
-connection. Shims forked from here share the zygote's pages until they write to them.
+scanning them), and then forks one child per request, which takes a process group of its
+own, becomes the shim and answers on the connection once the container is created (``start``
+forks twice to be nobody's child; the zygote never waits for its children, so once
+suffices). Shims forked from here share the zygote's pages until they write to them.
 
 The zygote lives as long as its stdin is open: the daemon holds the other end of that pipe,
 so a daemon that exits or is killed takes its zygote with it (never its shims).
@@ -25,7 +26,9 @@ import socket
 import sys
 
 from skiff.errors import InvalidArgument
+from skiff.shim.launch import become_shim, prepare
 from skiff.shim.proctitle import set_title
+from skiff.shim.server import Config
 
 READY = b"ready\n"  # written on stdout once the socket listens
 MAX_REQUEST = 1 << 20
@@ -62,6 +65,12 @@ def listen(path: str) -> socket.socket:
 
 
 def serve(path: str) -> int:
+    try:
+        # Out of the daemon's session (a ^C meant for a foreground skiffd must not reach the
+        # shims), and with no controlling terminal for the shims' session.
+        os.setsid()
+    except OSError:
+        pass  # already a group leader (started from a shell): its session is its own
     preload()
     listener = listen(path)
     # Starters are never waited for: the kernel reaps them (each resets this first thing,
@@ -99,13 +108,29 @@ def serve(path: str) -> int:
 
 
 def _starter(conn: socket.socket, listener: socket.socket) -> None:
-    """Runs in a forked child of the zygote: one ``start``; never returns."""
+    """Runs in a forked child of the zygote: one ``start``; never returns.
+
+    The child becomes the shim itself (new session; the zygote ignores SIGCHLD, so nobody
+    waits for it, and it is reparented when the zygote goes): one fork per container instead
+    of the two a shim started on its own needs to detach from its caller.
+    """
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         listener.close()
         conn.settimeout(30)
-        code, message = handle(_read_line(conn), conn.fileno())
-        conn.sendall(json.dumps({"code": code, "message": message}).encode() + b"\n")
+        parsed = _parse(_read_line(conn))
+        if isinstance(parsed, tuple):
+            _reply(conn, *parsed)
+            return
+        refused = prepare(parsed)
+        if refused:
+            _reply(conn, 1, refused)
+            return
+        # a process group of its own (a signal for ours is not for it), in the zygote's
+        # session: not a session leader, so no terminal it ever opens can become its own
+        os.setpgid(0, 0)
+        become_shim(parsed, lambda message: _reply(conn, *((0, "") if message == "ok"
+                                                           else (1, message))))
     except BaseException:
         import traceback
 
@@ -114,10 +139,16 @@ def _starter(conn: socket.socket, listener: socket.socket) -> None:
         os._exit(0)
 
 
-def handle(line: bytes, conn_fd: int) -> tuple[int, str]:
-    """One request: ``(code, message)`` as ``python -m skiff.shim start`` would exit/print."""
+def _reply(conn: socket.socket, code: int, message: str) -> None:
+    try:
+        conn.sendall(json.dumps({"code": code, "message": message}).encode() + b"\n")
+    finally:
+        conn.close()  # the shim must not hold the daemon's end
+
+
+def _parse(line: bytes) -> Config | tuple[int, str]:
+    """The request's shim config, or ``(code, message)`` refusing it."""
     from skiff.shim.__main__ import parse_start
-    from skiff.shim.launch import start_report
 
     try:
         req = json.loads(line)
@@ -130,9 +161,20 @@ def handle(line: bytes, conn_fd: int) -> tuple[int, str]:
         cfg = parse_start(argv)
     except InvalidArgument as exc:
         return 2, f"skiff-shim: {exc}"
-    # before the fork: the shim shows (in ps, /proc/PID/cmdline) what it was started with
+    # the shim shows (in ps, /proc/PID/cmdline) what it was started with
     set_title([sys.executable, "-m", "skiff.shim", "start", *argv])
-    return start_report(cfg, close_fds=(conn_fd,))
+    return cfg
+
+
+def handle(line: bytes, conn_fd: int) -> tuple[int, str]:
+    """One request, detached the way ``python -m skiff.shim start`` does it: ``(code,
+    message)`` as that command would exit/print."""
+    from skiff.shim.launch import start_report
+
+    parsed = _parse(line)
+    if isinstance(parsed, tuple):
+        return parsed
+    return start_report(parsed, close_fds=(conn_fd,))
 
 
 def _read_line(conn: socket.socket) -> bytes:

@@ -71,17 +71,20 @@ def test_run_rm_leaves_nothing_and_uses_one_zygote(skiffd: Skiffd) -> None:
     assert len(_zygotes(skiffd)) == 1
 
 
-def test_shims_are_detached_from_the_zygote_and_the_daemon(skiffd: Skiffd) -> None:
+def test_shims_are_out_of_the_daemons_session_and_group(skiffd: Skiffd) -> None:
     cid = skiffd.run_d("--network", "none", IMAGE, "sleep", "60")
     try:
         state = json.loads(skiffd.out("inspect", cid))[0]["State"]
         assert state["Running"]
         shim = _ppid(state["Pid"])  # the container's init is the shim's child
         [zygote] = _zygotes(skiffd)
-        assert shim != zygote and _ppid(shim) not in (zygote, skiffd.proc.pid if skiffd.proc
-                                                      else 0)
-        # a session of its own (made by the starter's child, so the shim leads none)
-        assert os.getsid(shim) not in (os.getsid(zygote), os.getsid(0))
+        daemon = skiffd.proc.pid if skiffd.proc else 0
+        assert shim != zygote and _ppid(shim) != daemon
+        # the zygote's own session, not the daemon's (nor ours): a ^C for the daemon's group
+        # never reaches a shim, which leads a process group and no session
+        assert os.getsid(shim) == os.getsid(zygote) == zygote
+        assert os.getsid(zygote) not in (os.getsid(daemon), os.getsid(0))
+        assert os.getpgid(shim) == shim
         # exec and its exit code go through the shim's in-process runtime too
         res = skiffd.docker("exec", cid, "sh", "-c", "exit 5", check=False)
         assert res.returncode == 5

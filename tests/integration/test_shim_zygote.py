@@ -47,6 +47,11 @@ def _fd_links(pid: int) -> list[str]:
     return links
 
 
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -71,8 +76,12 @@ def test_zygote_shim_with_in_process_runtime_is_clean(
         assert st["status"] == "created"
         zygote_pid = zyg._proc.pid if zyg._proc else 0
         assert zygote_pid and os.getppid() != shim_pid
-        with open(f"/proc/{shim_pid}/stat") as f:
-            assert int(f.read().rsplit(")", 1)[1].split()[1]) != zygote_pid  # reparented
+        # one fork: the zygote's child is the shim, in a process group of its own and in the
+        # zygote's session (not the caller's); the zygote never waits for it, and its going
+        # away must not take the shim along
+        assert _ppid(shim_pid) == zygote_pid
+        assert os.getpgid(shim_pid) == shim_pid
+        assert os.getsid(shim_pid) == os.getsid(zygote_pid) == zygote_pid != os.getsid(0)
         # The shim holds its listener and no socket of the zygote's (wait for our state
         # connection to be closed on its side).
         deadline = time.monotonic() + 5
@@ -91,6 +100,7 @@ def test_zygote_shim_with_in_process_runtime_is_clean(
         # the zygote going away (the daemon died) leaves the shim serving
         zyg.close()
         assert not _alive(zygote_pid)
+        assert _ppid(shim_pid) != zygote_pid  # reparented
         assert client.state()["status"] == "stopped"
         client.delete()
     finally:

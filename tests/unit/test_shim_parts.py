@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import stat
+import sys
 import time
 from pathlib import Path
 
@@ -183,3 +184,28 @@ def test_a_hung_runtime_is_killed_after_the_timeout(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5
     pid = int((tmp_path / "root.pid").read_text())
     assert not os.path.exists(f"/proc/{pid}")  # killed and reaped, not left as a zombie
+
+
+def test_own_runtime_start_and_delete_run_in_place_unless_the_spec_has_hooks(
+        tmp_path: Path) -> None:
+    own = os.path.join(os.path.dirname(sys.executable), "skiff-runtime")
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"process": {}, "hooks": {
+        "poststop": [{"path": "/bin/true"}]}}))
+    args = ["--id", "c1", "--bundle", str(bundle), "--state-dir", str(tmp_path / "s"),
+            "--runtime-root", str(tmp_path / "rr"), "--runtime", own]
+    cfg = parse_start(args)
+    assert cfg.hooks and not cfg.tty
+    assert not OCIRuntime(own, "r", "l", "c1", hooks=cfg.hooks).in_place
+    (bundle / "config.json").write_text(json.dumps({"process": {"terminal": True}}))
+    cfg = parse_start(args)
+    assert not cfg.hooks and cfg.tty
+    rt = OCIRuntime(own, str(tmp_path / "rr"), str(tmp_path / "rt.log"), "c1")
+    assert rt.in_place
+    # in place, a runtime error still comes back as the logged message, naming the container
+    pid_before = os.getpid()
+    with pytest.raises(errors.SystemFailure, match=r"start container c1: .*c1.*does not exist"):
+        rt.run("start", ["start", "c1"])
+    assert os.getpid() == pid_before
+    rt.run("delete", ["delete", "--force", "c1"])  # a forced delete of nothing is no error
