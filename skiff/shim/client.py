@@ -56,8 +56,10 @@ class ShimClient:
     def state(self) -> dict[str, Any]:
         return self.call("state")
 
-    def start(self) -> None:
-        self.call("start")
+    def start(self) -> int:
+        """Start the container's process; its pid."""
+        pid = int(self.call("start").get("pid") or 0)
+        return pid or int(self.state().get("pid") or 0)  # a shim from before pid replies
 
     def kill(self, signal: int | str = "SIGTERM", all: bool = False,
              exec_id: str | None = None) -> None:

@@ -17,7 +17,7 @@ the container's init):
     -> ``{"id", "pid", "status": "created"|"running"|"stopped", "bundle", "tty", "stdin",
     "shim_pid", "exit": EXIT|null, "execs": {id: {"pid", "running", "exit_code"}}}``
 ``start``
-    runs ``<runtime> start``; -> ``{}``
+    runs ``<runtime> start``; -> ``{"pid"}`` (the init's)
 ``kill`` ``{"signal": 15 | "SIGTERM", "all": false, "exec": null}``
     ``<runtime> kill [--all]`` (an exec'd process gets the signal directly)
 ``wait`` ``{"exec": null}``

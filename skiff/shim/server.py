@@ -474,7 +474,7 @@ class Shim:
             raise Conflict(f"start container {self.cfg.id}: it is {status}")
         self.runtime.run("start", ["start", self.cfg.id])
         self.started = True
-        return {}
+        return {"pid": self.init.pid}
 
     def op_kill(self, conn: Conn, req: dict[str, Any]) -> dict[str, Any]:
         sig = parse_signal(req.get("signal", "SIGTERM"))

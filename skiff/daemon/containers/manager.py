@@ -297,14 +297,10 @@ class ContainerManager:
 
     async def _bring_up(self, c: Container, action: str = "start") -> None:
         """Start the container's process (lock held); a failure is recorded as an exit."""
-        if not await asyncio.to_thread(self._shim_alive, c):
-            await asyncio.to_thread(self.runner.teardown, c)
-            await asyncio.to_thread(self.runner.materialise, c)
         started = now_rfc3339()  # before: a quick process may be gone when start returns
         self._starting.add(c.id)
         try:
-            await asyncio.to_thread(self.runner.shim(c.id).start)
-            state = await asyncio.to_thread(self.runner.shim(c.id).state)
+            pid = await asyncio.to_thread(self._start_process, c)
         except SkiffError as exc:
             self._starting.discard(c.id)
             code = _exec_failure_code(exc.message)
@@ -312,7 +308,7 @@ class ContainerManager:
             failure: SkiffError = InvalidArgument(exc.message) if code else exc
             await self._finish(c, {"exit_code": code or 128, "oom_killed": False})
             raise failure from exc
-        c.status, c.pid, c.started_at = RUNNING, int(state.get("pid") or 0), started
+        c.status, c.pid, c.started_at = RUNNING, pid, started
         c.exit_code, c.error, c.restarting, c.paused = 0, "", False, False
         hc = HealthConfig.parse(c.config.get("Healthcheck"))
         c.health = Health().to_json() if hc else None
@@ -322,6 +318,20 @@ class ContainerManager:
         self._event(c, action)
         if hc:
             self.probes.watch(c.id, hc)
+
+    def _start_process(self, c: Container) -> int:
+        """(thread) Start the container's process through its shim; its pid.
+
+        Its shim is usually there (create made it, and a stopped container's is gone): one
+        call. If none answers, the shim and the runtime's container are made again first.
+        """
+        try:
+            return self.runner.shim(c.id).start()
+        except Unavailable:  # nobody listens: a container that exited, or a lost shim
+            pass
+        self.runner.teardown(c)
+        self.runner.materialise(c)
+        return self.runner.shim(c.id).start()
 
     def _shim_alive(self, c: Container) -> bool:
         try:
@@ -374,11 +384,16 @@ class ContainerManager:
             c.error = str(record["error"])
         self.store.put(c)
         self._running.discard(c.id)
-        try:
-            await asyncio.to_thread(self.runner.delete_shim, c, True)
-            await asyncio.to_thread(self.runner.teardown, c)
-        except SkiffError as exc:
-            log.error("clean up after container %s exited: %s", c.id, exc)
+        # The process is gone: the runtime's delete (cgroups, state) and the rootfs' unmount
+        # touch nothing of each other's, and each is a few ms of an auto-removed `run`.
+        results = await asyncio.gather(asyncio.to_thread(self.runner.delete_shim, c, True),
+                                       asyncio.to_thread(self.runner.teardown, c),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, SkiffError):
+                log.error("clean up after container %s exited: %s", c.id, result)
+            elif isinstance(result, BaseException):
+                raise result
         if c.oom_killed:
             self._event(c, "oom")
         ran = max(0.0, unix_time(c.finished_at) - unix_time(c.started_at))
