@@ -46,7 +46,8 @@ def preload() -> None:
         names += ["skiff.runtime.cli", "skiff.runtime.commands",
                   # what `create` imports lazily for a Docker-made spec (seccomp, rlimits)
                   "skiff.runtime.capabilities", "skiff.runtime.seccomp",
-                  "skiff.runtime.seccomp_compile", "skiff.runtime.process.limits",
+                  "skiff.runtime.seccomp_compile", "skiff.runtime.seccomp_cache", "hashlib",
+                  "skiff.runtime.process.limits",
                   "skiff.runtime.terminal"]
     for name in names:
         importlib.import_module(name)
