@@ -4,10 +4,12 @@ Starting a shim with ``python -m skiff.shim start`` pays for a fresh interpreter
 shim's imports on every container; the zygote pays once. It imports what a shim (and
 skiff-runtime, which the shim runs in forked children: see :mod:`.ociruntime`) uses, freezes
 the garbage collector's view of those objects (so children do not dirty the shared pages by
-scanning them), and then forks one child per request, which takes a process group of its
-own, becomes the shim and answers on the connection once the container is created (``start``
-forks twice to be nobody's child; the zygote never waits for its children, so once
-suffices). Shims forked from here share the zygote's pages until they write to them.
+scanning them), and keeps one forked child ready (a *spare*, forked before any request
+arrives) that accepts the next request, tells the zygote to fork the next spare, takes a
+process group of its own, becomes the shim and answers on the connection once the container
+is created (``start`` forks twice to be nobody's child; the zygote never waits for its
+children, so once suffices). An idle spare dies with the zygote (PR_SET_PDEATHSIG); a shim
+does not. Shims forked from here share the zygote's pages until they write to them.
 
 The zygote lives as long as its stdin is open: the daemon holds the other end of that pipe,
 so a daemon that exits or is killed takes its zygote with it (never its shims).
@@ -18,18 +20,21 @@ without ``start``); the starter answers one line ``{"code": 0|1|2, "message": ".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import signal
 import socket
 import sys
+import time
 
 from skiff.errors import InvalidArgument
 from skiff.shim.launch import become_shim, prepare
 from skiff.shim.proctitle import set_title
 from skiff.shim.server import Config
 
+_PR_SET_PDEATHSIG = 1
 READY = b"ready\n"  # written on stdout once the socket listens
 MAX_REQUEST = 1 << 20
 
@@ -74,8 +79,8 @@ def serve(path: str) -> int:
         pass  # already a group leader (started from a shell): its session is its own
     preload()
     listener = listen(path)
-    # Starters are never waited for: the kernel reaps them (each resets this first thing,
-    # since it must wait for its own child).
+    # Children are never waited for: the kernel reaps them (each resets this first thing,
+    # since it must wait for its own children).
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     import gc
 
@@ -83,9 +88,12 @@ def serve(path: str) -> int:
     gc.freeze()
     os.write(1, READY)
     os.dup2(2, 1)  # the daemon reads nothing more from our stdout
+    notify_r, notify_w = os.pipe2(os.O_CLOEXEC)
     poller = select.poll()
-    poller.register(listener.fileno(), select.POLLIN)
     poller.register(0, select.POLLIN)
+    poller.register(notify_r, select.POLLIN)
+    spare = _fork_spare(listener, notify_r, notify_w)
+    poller.register(spare, select.POLLIN)
     try:
         while True:
             for fd, _ in poller.poll():
@@ -93,19 +101,64 @@ def serve(path: str) -> int:
                     if not os.read(0, 4096):
                         return 0  # the daemon is gone
                     continue
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
+                if fd == notify_r:
+                    os.read(notify_r, 64)  # the spare took a request: it is a shim now
+                elif fd != spare:
                     continue
-                if os.fork() == 0:
-                    _starter(conn, listener)
-                conn.close()
+                else:
+                    time.sleep(0.05)  # it died idle (killed?): no fork loop if that repeats
+                poller.unregister(spare)
+                os.close(spare)
+                spare = _fork_spare(listener, notify_r, notify_w)
+                poller.register(spare, select.POLLIN)
     finally:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(spare, signal.SIGKILL)  # an idle spare holds the socket
         listener.close()
         try:
             os.unlink(path)
         except OSError:
             pass
+
+
+def _fork_spare(listener: socket.socket, notify_r: int, notify_w: int) -> int:
+    """Fork the child that takes the next request; a pidfd of it.
+
+    The fork, and the child's first page faults on what it shares with us, happen before a
+    request arrives instead of while the daemon waits for its container.
+    """
+    zygote = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        _spare(listener, notify_r, notify_w, zygote)
+    return os.pidfd_open(pid)
+
+
+def _spare(listener: socket.socket, notify_r: int, notify_w: int, zygote: int) -> None:
+    """Wait for one request (dying with the zygote until then), tell the zygote, serve it."""
+    try:
+        os.close(notify_r)
+        _set_parent_death_signal(signal.SIGKILL)  # an idle spare must not outlive the zygote
+        if os.getppid() != zygote:
+            return  # the zygote died before we asked
+        while True:
+            try:
+                conn, _ = listener.accept()
+                break
+            except InterruptedError:
+                continue
+        _set_parent_death_signal(0)  # from here on a shim, which outlives the zygote
+        os.write(notify_w, b"+")
+        os.close(notify_w)
+        _starter(conn, listener)
+    finally:
+        os._exit(0)
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 def _starter(conn: socket.socket, listener: socket.socket) -> None:

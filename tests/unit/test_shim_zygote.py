@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -126,3 +129,60 @@ def test_a_forked_shim_can_show_its_own_command_line() -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith(b"python\0-m\0skiff.shim\0start\0--id\0ccc")
     assert len(res.stdout) < 4000
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _wait_for(cond: Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_spare_child_waits_for_each_request_and_dies_with_the_zygote(
+        tmp_path: Path) -> None:
+    sock = tmp_path / "z.sock"
+    z = Zygote(str(sock))
+    try:
+        assert z.start_shim(["--nope"])[0] == 2  # taken by the first spare
+        [zpid] = _zygote_pids(sock)
+        # the spare that answered has exited; a new one waits for the next request
+        assert _wait_for(lambda: len(_children(zpid)) == 1)
+        [spare] = _children(zpid)
+        assert z.start_shim(["--nope"])[0] == 2
+        assert _wait_for(lambda: _children(zpid) not in ([], [spare]))
+        # a spare killed while idle is replaced
+        [spare] = _children(zpid)
+        os.kill(spare, signal.SIGKILL)
+        assert _wait_for(lambda: _children(zpid) not in ([], [spare]))
+        assert z.start_shim(["--nope"])[0] == 2
+        # the zygote killed outright: its idle spare must not live on holding the socket
+        assert _wait_for(lambda: len(_children(zpid)) == 1)
+        [spare] = _children(zpid)
+        os.kill(zpid, signal.SIGKILL)
+        assert _wait_for(lambda: _gone(spare))
+    finally:
+        z.close()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -364,17 +364,25 @@ class ContainerManager:
             c = self.get(cid)
             if c.status != RUNNING:
                 return
-            await self._finish(c, record)
+            # --rm (never with a restart policy): the rootfs and the container's files go in
+            # the same step as the runtime's state; the removal that follows finds them gone
+            auto_remove = bool(c.host_config.get("AutoRemove"))
+            await self._finish(c, record, removing=auto_remove)
             restarting = self._after_exit(c)
-        if not restarting and c.host_config.get("AutoRemove"):
+        if not restarting and auto_remove:
             await self._auto_remove(cid)
 
     async def _auto_remove(self, cid: str) -> None:
         with contextlib.suppress(NotFound):
             await self.remove(cid, force=True, volumes=True)  # --rm: as docker rm -v
 
-    async def _finish(self, c: Container, record: Mapping[str, Any]) -> None:
-        """Record an exit, take the runtime side down, wake the waiters (lock held)."""
+    async def _finish(self, c: Container, record: Mapping[str, Any], removing: bool = False
+                      ) -> None:
+        """Record an exit, take the runtime side down, wake the waiters (lock held).
+
+        ``removing``: the container is about to be removed, so its writable layer and files
+        go now too, beside the runtime's delete.
+        """
         self.probes.unwatch(c.id)
         c.status, c.pid, c.paused = EXITED, 0, False
         c.exit_code = int(record.get("exit_code", 255))
@@ -386,9 +394,10 @@ class ContainerManager:
         self._running.discard(c.id)
         # The process is gone: the runtime's delete (cgroups, state) and the rootfs' unmount
         # touch nothing of each other's, and each is a few ms of an auto-removed `run`.
-        results = await asyncio.gather(asyncio.to_thread(self.runner.delete_shim, c, True),
-                                       asyncio.to_thread(self.runner.teardown, c),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            asyncio.to_thread(self.runner.delete_shim, c, True),
+            asyncio.to_thread(self._take_down_files if removing else self.runner.teardown, c),
+            return_exceptions=True)
         for result in results:
             if isinstance(result, SkiffError):
                 log.error("clean up after container %s exited: %s", c.id, result)
@@ -701,11 +710,16 @@ class ContainerManager:
 
     def _remove_now(self, c: Container) -> None:
         self.runner.delete_shim(c, force=True)
+        self._take_down_files(c)
+        self.store.delete(c.id)
+
+    def _take_down_files(self, c: Container) -> None:
+        """Unmount the rootfs, then remove the writable layer and the container's files (in
+        that order: the network's release reads records that remove_files forgets)."""
         self.runner.teardown(c)
         with contextlib.suppress(NotFound):
             self.snapshotter.remove(c.snapshot_key)
         self.runner.remove_files(c)
-        self.store.delete(c.id)
 
     async def prune(self, filters: Mapping[str, Sequence[str]]) -> tuple[list[str], int]:
         """``docker container prune``: every stopped container the filters select;
