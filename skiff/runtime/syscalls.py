@@ -109,12 +109,24 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     """os.fork(), except that the child is born in the cgroup (v2) of directory fd ``cgroup_fd``.
 
     clone3(CLONE_INTO_CGROUP) places the child at fork time, which costs the kernel nothing
-    like a later write to cgroup.procs does (see cgroups.join). The call is made with the GIL
-    held and wrapped in the interpreter's own before/after-fork steps, exactly as os.fork
-    does, so the child is a normal forked interpreter. Raises OSError (ENOSYS before Linux
-    5.7, EACCES/EPERM where the caller may not write the cgroup) for the caller to fall back.
+    like a later write to cgroup.procs does (see cgroups.join). Raises OSError (ENOSYS before
+    Linux 5.7, EACCES/EPERM where the caller may not write the cgroup) for the caller to fall
+    back.
     """
-    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_SIGCHLD, cgroup=cgroup_fd)
+    return clone_process(0, cgroup_fd)
+
+
+def clone_process(flags: int, cgroup_fd: int | None = None) -> int:
+    """os.fork() through clone3: ``flags`` (new namespaces) and, with ``cgroup_fd``, born in
+    that cgroup (v2). 0 in the child, its pid in the parent; OSError if refused.
+
+    The call is made with the GIL held and wrapped in the interpreter's own before/after-fork
+    steps, exactly as os.fork does, so the child is a normal forked interpreter.
+    """
+    if cgroup_fd is not None:
+        flags |= CLONE_INTO_CGROUP
+    args = _CloneArgs(flags=flags, exit_signal=_SIGCHLD,
+                      cgroup=cgroup_fd if cgroup_fd is not None else 0)
     pylibc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held, as in os.fork
     pylibc.syscall.restype = ctypes.c_long
     api = ctypes.pythonapi
@@ -127,7 +139,7 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     err = ctypes.get_errno()
     api.PyOS_AfterFork_Parent()
     if pid < 0:
-        raise OSError(err, f"clone3 into cgroup: {os.strerror(err)}")
+        raise OSError(err, f"clone3: {os.strerror(err)}")
     return int(pid)
 
 

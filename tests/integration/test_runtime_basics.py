@@ -556,3 +556,32 @@ def test_container_process_alone_in_its_cgroup_in_every_hierarchy(
     assert res.code == 0 and _cgroup_lines(exec_pid) == lines
     runtime("delete", "--force", cid)
     assert cgroup_dirs(cid) == []
+
+
+def test_create_joining_another_containers_namespaces(runtime: RuntimeDriver,
+                                                      make_bundle: Bundle) -> None:
+    # Joining a pid namespace needs the two-stage fork; joining only others is done by the
+    # container's process itself after a single clone3. Both must land where asked.
+    host_cid = new_id("nshost")
+    runtime("run", "-d", "--bundle", str(make_bundle(["sleep", "100"])), host_cid)
+    host_pid = int(runtime.wait_status(host_cid, "running")["pid"])
+    try:
+        for joined in (["ipc", "uts"], ["pid", "ipc"]):
+            b = make_bundle(["sh", "-c", "for ns in pid ipc uts; do readlink /proc/self/ns/$ns; "
+                                         "done; cat /proc/1/cmdline | tr '\\0' ' '"])
+            cfg = read_config(b)
+            cfg["linux"]["namespaces"] = [
+                ns if ns["type"] not in joined else
+                {"type": ns["type"], "path": f"/proc/{host_pid}/ns/{ns['type']}"}
+                for ns in cfg["linux"]["namespaces"]]
+            write_config(b, cfg)
+            code, out, err = run(runtime, b)
+            assert code == 0, err
+            lines = out.splitlines()
+            for i, ns in enumerate(("pid", "ipc", "uts")):
+                theirs = os.readlink(f"/proc/{host_pid}/ns/{ns}")
+                assert (lines[i] == theirs) == (ns in joined), (joined, ns, lines)
+            # in the joined pid namespace, pid 1 is the other container's sleep
+            assert ("sleep 100" in lines[3]) == ("pid" in joined), lines
+    finally:
+        runtime("delete", "--force", host_cid)

@@ -1,5 +1,8 @@
 """The child side of the staged setup: stage 1 (namespaces) and stage 2 (the container's process).
 
+    runtime (parent) --clone--> stage2 directly, in its new namespaces, for a `create` with no
+                               user namespace and no pid namespace to join (the usual case):
+                               it joins the other namespaces itself. Otherwise:
     runtime (parent) --fork--> stage1: wait "go", setns into the namespaces to join, unshare
                                the new ones, let the parent write the id maps of a new user
                                namespace, fork stage 2 (into the v2 cgroup where it can, see
@@ -62,6 +65,7 @@ class Launch:
     seccomp_filter: Filter | None = None  # compiled by the parent, sent before "ready"
     in_cgroup: bool = False
     cgroup_join: CgroupJoin | None = None  # None: the parent moves stage 2 (the slow way)
+    direct: bool = False  # made by the parent in its new namespaces: stage 2 joins the rest
 
 
 def preload(launch: Launch) -> None:
@@ -135,6 +139,8 @@ def stage2(launch: Launch, ch: Channel) -> NoReturn:
         try:
             if launch.cgroup_join is not None:  # first: everything below counts against it
                 launch.cgroup_join.enter_self()
+            if launch.direct:  # no stage 1 joined them for us
+                namespaces.join(launch.ns_join)
             os.setsid()
             if launch.is_exec:
                 path, env = _prepare_exec(launch, ch)

@@ -23,7 +23,7 @@ from skiff.runtime.cgroups import (
 )
 from skiff.runtime.cgroups.paths import DEFAULT_PARENT
 from skiff.runtime.process.channel import Channel
-from skiff.runtime.process.init import O_PATH, Launch, preload, stage1
+from skiff.runtime.process.init import O_PATH, Launch, preload, stage1, stage2
 from skiff.runtime.records import record
 from skiff.runtime.state import (
     CREATED,
@@ -110,6 +110,10 @@ def _spawn(launch: Launch, cg: CgroupManager, linux: dict[str, Any],
         launch.cgroup_join = cg.open_join()
     except OSError:
         launch.cgroup_join = None  # a cgroupfs without `tasks`, say: cgroup.procs it is
+    if _can_clone_directly(launch):
+        spawned = _clone_stage2(launch, cg, oom_score_adj)
+        if spawned is not None:
+            return spawned
     parent_ch, child_ch = Channel.pair()
     try:
         pid1 = os.fork()
@@ -146,6 +150,55 @@ def _spawn(launch: Launch, cg: CgroupManager, linux: dict[str, Any],
         if init_pid:
             _kill_and_reap(init_pid)
         _kill_and_reap(pid1)
+        parent_ch.close()
+        raise
+
+
+def _can_clone_directly(launch: Launch) -> bool:
+    """Whether stage 2 can be made by one clone3 in its new namespaces, with no stage 1.
+
+    A user namespace needs its id maps written between unshare and fork, and a pid namespace
+    is only entered by children of whoever joins it: those keep stage 1 (as do exec and the
+    time namespace, whose clone flag and unshare semantics differ).
+    """
+    return (not launch.is_exec and not launch.userns
+            and not launch.ns_flags & (sc.CLONE_NEWUSER | sc.CLONE_NEWTIME)
+            and all(t != "pid" for t, _ in launch.ns_join))
+
+
+def _clone_stage2(launch: Launch, cg: CgroupManager, oom_score_adj: int | None
+                  ) -> tuple[int, Channel] | None:
+    """Make stage 2 with clone3 (new namespaces, in the v2 cgroup); None if clone3 refuses."""
+    join = launch.cgroup_join
+    launch.direct = True
+    parent_ch, child_ch = Channel.pair()
+    try:
+        try:
+            pid = sc.clone_process(launch.ns_flags,
+                                   join.clone_fd if join is not None else None)
+        except OSError:
+            launch.direct = False
+            parent_ch.close()
+            child_ch.close()
+            return None  # an old kernel or a seccomp'd clone3: stage 1 does it the long way
+        if pid == 0:
+            parent_ch.close()
+            stage2(launch, child_ch)
+    finally:
+        if join is not None and launch.direct:
+            join.close()  # the child has its own
+    child_ch.close()
+    try:
+        if oom_score_adj is not None:
+            from skiff.runtime.process.limits import set_oom_score_adj
+
+            set_oom_score_adj(pid, oom_score_adj)
+        if join is None:
+            cg.apply(pid)
+        parent_ch.send("cgroup")
+        return pid, parent_ch
+    except BaseException:
+        _kill_and_reap(pid)
         parent_ch.close()
         raise
 
