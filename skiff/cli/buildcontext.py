@@ -18,11 +18,14 @@ import importlib.util
 import os
 import stat
 import sys
-from collections.abc import Iterable, Iterator
 from types import ModuleType
-from typing import IO
 
 from skiff.errors import InvalidArgument, os_error
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import IO
 
 BLOCK = 512
 PIECE = 1 << 16  # bytes gathered before a piece is handed to the transport

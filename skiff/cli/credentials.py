@@ -8,10 +8,13 @@ import base64
 import json
 import os
 import tempfile
-from collections.abc import Mapping
-from typing import Any
 
 from skiff.errors import InvalidArgument, os_error
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 HUB_KEY = "https://index.docker.io/v1/"
 _HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io", HUB_KEY, "")

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TextIO
 
 from skiff.core.humanize import human_duration
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import Any, TextIO
 
 # text/tabwriter as the docker CLI configures it: minwidth 10, tabwidth 1, padding 3, spaces.
 MIN_WIDTH, PADDING = 10, 3

@@ -5,13 +5,58 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Sequence
-from typing import Any, NoReturn
 
 from skiff.cli.exits import UsageError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, NoReturn
+
+
+def _untranslated(message: str) -> str:
+    return message
+
+
+def _untranslated_plural(singular: str, plural: str, n: int) -> str:
+    return singular if n == 1 else plural
+
+
+# argparse passes its own texts ("options", "usage: ", its error messages) through gettext,
+# and every such call searches the locale directories for a catalogue (importing `locale` on
+# the first): over a millisecond of each `skiff run`, two calls per parser made. skiff's
+# messages are English whatever the locale, as the docker CLI's are, so argparse's are too.
+# This is the one place the CLI changes argparse's module state.
+argparse._ = _untranslated  # type: ignore[attr-defined]
+argparse.ngettext = _untranslated_plural  # type: ignore[attr-defined]
+
+
+def _terminal_width() -> int:
+    """The width argparse's default formatter lays help out in (the terminal's, less 2)."""
+    import shutil  # only when help is printed
+
+    return shutil.get_terminal_size().columns - 2
+
 
 class Parser(argparse.ArgumentParser):
+    # argparse makes a formatter for every add_argument (to check the metavar against nargs),
+    # and its default formatter asks the terminal for its size each time, importing shutil:
+    # ~3 ms for the run parser's 80 flags. Those checks never use the width, so formatters get
+    # this placeholder until help or usage is actually formatted.
+    _help_width = 78
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # typeshed's formatter_class protocol names only prog; every HelpFormatter takes width
+        return self.formatter_class(prog=self.prog, width=self._help_width)  # type: ignore[call-arg]
+
+    def format_usage(self) -> str:
+        self._help_width = _terminal_width()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._help_width = _terminal_width()
+        return super().format_help()
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message}\nSee '{self.prog} --help'.")
 
@@ -73,19 +118,20 @@ def normalise_bools(p: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     return out
 
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?$", re.I)
+# Patterns are compiled on first use (re's cache), not at import: most runs never need them.
+_SIZE = r"(?i)^(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?$"
 
 
 def ram_bytes(text: str) -> int:
     """go-units RAMInBytes: ``512m``, ``1g``, ``1024`` (binary multiples)."""
-    m = _SIZE.match(text.strip())
+    m = re.match(_SIZE, text.strip())
     if not m:
         raise UsageError(f"invalid size: '{text}'")
     power = "bkmgtp".index(m.group(2).lower() or "b")
     return int(float(m.group(1)) * 1024**power)
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION = r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)"
 _NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
        "m": 60_000_000_000, "h": 3_600_000_000_000}
 
@@ -95,7 +141,7 @@ def duration_ns(text: str) -> int:
     if text in ("0", ""):
         return 0
     pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
+    for m in re.finditer(_DURATION, text):
         if m.start() != pos:
             break
         total += float(m.group(1)) * _NS[m.group(2)]

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
-from typing import Any
 
 from skiff.cli.exits import UsageError
-from skiff.cli.parsing import Parser, duration_ns, key_values, nano_cpus, ram_bytes
+from skiff.cli.parsing import duration_ns, key_values, nano_cpus, ram_bytes
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from skiff.cli.parsing import Parser
 
 
 def add_create_flags(p: Parser) -> None:

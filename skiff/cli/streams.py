@@ -3,17 +3,18 @@ local terminal in raw mode and its size."""
 
 from __future__ import annotations
 
-import contextlib
+import _socket  # socket.py's C core: see transport.py for why
 import os
-import socket
-import struct
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from typing import BinaryIO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, BinaryIO
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
-_HEADER = struct.Struct(">BxxxI")
+_HEADER_SIZE = 8  # decoded by hand: the struct module is one more import on every run
 
 
 class Demuxer:
@@ -27,12 +28,13 @@ class Demuxer:
 
     def feed(self, data: bytes) -> None:
         self.buf += data
-        while len(self.buf) >= _HEADER.size:
-            kind, size = _HEADER.unpack_from(self.buf)
-            if len(self.buf) < _HEADER.size + size:
+        while len(self.buf) >= _HEADER_SIZE:
+            kind = self.buf[0]
+            size = int.from_bytes(self.buf[4:_HEADER_SIZE], "big")
+            if len(self.buf) < _HEADER_SIZE + size:
                 return
-            payload = bytes(self.buf[_HEADER.size:_HEADER.size + size])
-            del self.buf[:_HEADER.size + size]
+            payload = bytes(self.buf[_HEADER_SIZE:_HEADER_SIZE + size])
+            del self.buf[:_HEADER_SIZE + size]
             self.sinks.get(kind, self.sinks[1])(payload)
 
 
@@ -71,7 +73,7 @@ class DetachWatcher:
         return bytes(out), False
 
 
-def read_output(sock: socket.socket, early: bytes, tty: bool, out: BinaryIO, err: BinaryIO
+def read_output(sock: _socket.socket, early: bytes, tty: bool, out: BinaryIO, err: BinaryIO
                 ) -> None:
     """Copy the container's output until the daemon closes the stream."""
     demux = None if tty else Demuxer(writer(out), writer(err))
@@ -91,7 +93,7 @@ def read_output(sock: socket.socket, early: bytes, tty: bool, out: BinaryIO, err
             return
 
 
-def pump_input(sock: socket.socket, fd: int, keys: bytes | None,
+def pump_input(sock: _socket.socket, fd: int, keys: bytes | None,
                on_detach: Callable[[], None]) -> None:
     """Copy stdin to the container; at EOF half-close so the container sees it."""
     watcher = DetachWatcher(keys) if keys else None
@@ -111,7 +113,7 @@ def pump_input(sock: socket.socket, fd: int, keys: bytes | None,
         # The plain socket's shutdown even for TLS: SSLSocket.shutdown drops its TLS state,
         # after which the output thread would read raw records as container output. skiffd
         # takes a FIN without close_notify as the half-close it is.
-        socket.socket.shutdown(sock, socket.SHUT_WR)
+        _socket.socket.shutdown(sock, _socket.SHUT_WR)
     except OSError:
         return
 
@@ -122,22 +124,35 @@ def start_thread(target: Callable[..., None], *args: object) -> threading.Thread
     return t
 
 
-@contextlib.contextmanager
-def raw_terminal(fd: int) -> Iterator[bool]:
+class raw_terminal:  # lower case: it replaces a function of that name, used in a with
     """Put the terminal at ``fd`` in raw mode (the container's pty does the line editing);
-    restore it on exit. Yields whether ``fd`` is a terminal."""
-    if not os.isatty(fd):
-        yield False
-        return
-    import termios
-    import tty
+    restore it on exit. Entering gives whether ``fd`` is a terminal. A class rather than a
+    contextlib.contextmanager: contextlib is otherwise not needed by a run."""
 
-    saved = termios.tcgetattr(fd)
-    try:
-        tty.setraw(fd, termios.TCSANOW)
-        yield True
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.saved: list[Any] | None = None
+
+    def __enter__(self) -> bool:
+        if not os.isatty(self.fd):
+            return False
+        import termios
+        import tty
+
+        self.saved = termios.tcgetattr(self.fd)
+        try:
+            tty.setraw(self.fd, termios.TCSANOW)
+        except BaseException:
+            self.__exit__()
+            raise
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            import termios
+
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+            self.saved = None
 
 
 def terminal_size(fd: int | None = None) -> tuple[int, int] | None:

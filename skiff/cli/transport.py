@@ -8,12 +8,21 @@ body, reads Content-Length, chunked or until-close bodies, and hijacks.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterable, Iterator, Mapping
-from typing import IO
+# The C module under ``socket``: a unix-socket connection needs nothing more, and socket.py
+# (with selectors and its enum conversions) costs ~2 ms of every CLI start. TCP connections
+# import socket.py for create_connection. Every socket type here (socket.socket, ssl's
+# SSLSocket) is a subclass of _socket.socket, so that is the type the client passes around.
+import _socket
 
-from skiff.cli.hosts import Endpoint
 from skiff.errors import Unavailable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at run time
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Iterable, Iterator, Mapping
+    from typing import IO
+
+    from skiff.cli.hosts import Endpoint
 
 
 class TLSOptions:
@@ -33,7 +42,7 @@ class TLSFailure(Unavailable):
 class Response:
     """A response whose body is read lazily from the socket (streams can be endless)."""
 
-    def __init__(self, status: int, headers: dict[str, str], sock: socket.socket) -> None:
+    def __init__(self, status: int, headers: dict[str, str], sock: _socket.socket) -> None:
         self.status, self.headers, self.sock = status, headers, sock
         self.buf = bytearray()  # read from the socket, not yet consumed
         self._remaining: int | None = None  # bytes left of a Content-Length body
@@ -116,19 +125,29 @@ class Response:
 
 
 def connect(endpoint: Endpoint, tls: TLSOptions | None = None,
-            timeout: float | None = None) -> socket.socket:
+            timeout: float | None = None) -> _socket.socket:
     try:
         if endpoint.scheme == "unix":
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            sock.connect(endpoint.path)
-            return sock
-        sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
+            return _connect_unix(endpoint.path, timeout)
+        import socket  # name resolution and address families: only TCP needs them
+
+        tcp = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
     except OSError as exc:
         raise Unreachable(f"cannot connect to the skiff daemon at {endpoint}: "
                           f"{exc.strerror or exc}") from exc
     if endpoint.tls:
-        sock = _wrap_tls(sock, endpoint, tls or TLSOptions())
+        return _wrap_tls(tcp, endpoint, tls or TLSOptions())
+    return tcp
+
+
+def _connect_unix(path: str, timeout: float | None) -> _socket.socket:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -190,7 +209,7 @@ def request(endpoint: Endpoint, method: str, target: str, *,
         raise
 
 
-def read_head(sock: socket.socket, method: str = "GET") -> Response:
+def read_head(sock: _socket.socket, method: str = "GET") -> Response:
     resp = Response(0, {}, sock)
     status_line = resp._read_line().decode("latin-1")
     parts = status_line.split(" ", 2)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from skiff.cli import credentials
 from skiff.cli.exits import UsageError
 from skiff.cli.parsing import parser
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
 if TYPE_CHECKING:
     from skiff.cli.main import Cli
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
 
 from skiff.cli.client import APIError
 from skiff.cli.exits import ExitStatus, UsageError
 from skiff.cli.parsing import Parser, key_values, parser
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Iterable, Mapping
+    from typing import Any
 
     from skiff.cli.main import Cli
 

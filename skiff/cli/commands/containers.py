@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from skiff.cli.client import APIError, filters_json, path_arg
 from skiff.cli.exits import ExitStatus, UsageError
 from skiff.cli.formatting import ellipsis, human_size, render, short_id, since, tabulate
 from skiff.cli.parsing import parser
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from skiff.cli.main import Cli
 
 PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any
 
 from skiff.cli.client import APIError, filters_json, path_arg
 from skiff.cli.exits import UsageError
 from skiff.cli.formatting import human_size, render, short_id, since
 from skiff.cli.parsing import parser
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
 if TYPE_CHECKING:
+    from typing import Any
+
     from skiff.cli.main import Cli
 
 IMAGE_HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any
 
 from skiff.cli.client import APIError, path_arg
 from skiff.cli.exits import ExitStatus
@@ -12,7 +11,10 @@ from skiff.cli.formatting import unescape
 from skiff.cli.parsing import parser
 from skiff.cli.template import Template
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
 if TYPE_CHECKING:
+    from typing import Any
+
     from skiff.cli.main import Cli
 
 _PATHS = {"container": "/containers/{}/json", "image": "/images/{}/json",

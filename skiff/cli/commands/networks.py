@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from skiff.cli.client import filters_json, path_arg
 from skiff.cli.exits import UsageError
 from skiff.cli.formatting import render, short_id
 from skiff.cli.parsing import key_values, parser
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
     from skiff.cli.main import Cli
 

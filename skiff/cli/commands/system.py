@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from typing import TYPE_CHECKING, Any
 
 from skiff import __version__
 from skiff.cli.client import API_VERSION, APIError, NoDaemon, filters_json
@@ -13,7 +12,10 @@ from skiff.cli.formatting import human_size, render, tabulate
 from skiff.cli.parsing import parser
 from skiff.cli.template import Template
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
 if TYPE_CHECKING:
+    from typing import Any
+
     from skiff.cli.main import Cli
 
 

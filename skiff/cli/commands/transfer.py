@@ -6,12 +6,12 @@ import io
 import os
 import sys
 import tarfile
-from typing import TYPE_CHECKING
 
 from skiff.cli.client import path_arg
 from skiff.cli.exits import ExitStatus, UsageError
 from skiff.cli.parsing import parser
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
 if TYPE_CHECKING:
     from skiff.cli.main import Cli
 

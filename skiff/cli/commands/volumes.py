@@ -4,14 +4,16 @@ export (a tar of the volume), import (a tar into it) and rename."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
 
 from skiff.cli.client import filters_json, path_arg
 from skiff.cli.exits import UsageError
 from skiff.cli.formatting import human_size, render
 from skiff.cli.parsing import key_values, parser
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms) at run time
 if TYPE_CHECKING:
+    from typing import Any
+
     from skiff.cli.main import Cli
 
 VOLUME_HEADERS = {"Name": "VOLUME NAME", "Driver": "DRIVER", "Scope": "SCOPE",
