@@ -23,7 +23,7 @@ from pathlib import Path
 from skiff.devtools.busybox import make_rootfs
 from skiff.devtools.daemon import private_skiffd
 from skiff.devtools.images import docker_cli, private_dockerd, tar_tree
-from skiff.devtools.machine import describe
+from skiff.devtools.machine import compile_package, describe
 
 DOCKERFILE = """\
 FROM busybox:latest
@@ -71,6 +71,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=7)
     args = ap.parse_args()
+    compile_package()
     cli = docker_cli()
     skiff = str(Path(sys.executable).parent / "skiff")
     results: dict[str, tuple[list[float], list[float]]] = {}

@@ -25,7 +25,7 @@ from pathlib import Path
 from skiff.devtools.busybox import make_rootfs
 from skiff.devtools.daemon import private_skiffd
 from skiff.devtools.images import docker_cli, private_dockerd, tar_tree
-from skiff.devtools.machine import describe
+from skiff.devtools.machine import compile_package, describe
 
 IMAGE = "busybox:latest"
 
@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=5)
     ap.add_argument("--size", type=int, default=512, help="MiB per throughput run")
     args = ap.parse_args()
+    compile_package()
     rows: dict[str, tuple[float, float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tar = Path(tmp) / "busybox.tar"

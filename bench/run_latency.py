@@ -32,7 +32,7 @@ from pathlib import Path
 from skiff.devtools.busybox import make_rootfs
 from skiff.devtools.daemon import SkiffdProcess, private_skiffd
 from skiff.devtools.images import docker_cli, private_dockerd, tar_tree
-from skiff.devtools.machine import describe
+from skiff.devtools.machine import compile_package, describe
 
 Runner = Callable[[], None]
 
@@ -134,6 +134,7 @@ def main() -> None:
     ap.add_argument("--slow-paths", action="store_true",
                     help="add a row for skiffd without its zygote and in-process runtime")
     args = ap.parse_args()
+    compile_package()
     cli = docker_cli()
     skiff = str(Path(sys.executable).parent / "skiff")
     image = "busybox:latest"

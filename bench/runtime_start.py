@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from skiff.devtools.busybox import make_bundle
-from skiff.devtools.machine import describe
+from skiff.devtools.machine import compile_package, describe
 
 
 def run_once(cmd: list[str], bundle: Path, root: Path, name: str) -> float:
@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=30)
     ap.add_argument("--pause", type=float, default=0.2, help="seconds of quiet before each run")
     args = ap.parse_args()
+    compile_package()
     runc = shutil.which("runc")
     ours = str(Path(sys.executable).parent / "skiff-runtime")
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,3 +17,14 @@ def describe() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{cpu}, {os.cpu_count()} cpus, {mem:.0f} GiB RAM, kernel {platform.release()}, "
             f"Python {platform.python_version()}")
+
+
+def compile_package() -> None:
+    """Write skiff's bytecode now. With PYTHONDONTWRITEBYTECODE set (as in some shells) a
+    module edited since its .pyc was written is compiled again by every process that imports
+    it: a CLI process would be timed compiling, which no installed copy does."""
+    import compileall
+
+    import skiff
+
+    compileall.compile_dir(os.path.dirname(skiff.__file__), quiet=1)
