@@ -29,7 +29,7 @@ import socket
 import sys
 import time
 
-from skiff.errors import InvalidArgument
+from skiff.errors import InvalidArgument, SkiffError
 from skiff.shim.launch import become_shim, prepare
 from skiff.shim.proctitle import set_title
 from skiff.shim.server import Config
@@ -56,6 +56,15 @@ def preload() -> None:
                   "skiff.runtime.terminal"]
     for name in names:
         importlib.import_module(name)
+    if "skiff.runtime.cli" in names:  # what every create looks up first, found once here
+        from skiff.runtime.cgroups import detect_mode
+        from skiff.runtime.cgroups.v1 import discover_hierarchies
+
+        try:
+            if detect_mode() != "v2":
+                discover_hierarchies("/sys/fs/cgroup")
+        except SkiffError:
+            pass  # no cgroupfs here: the runtime will say so when it matters
 
 
 def listen(path: str) -> socket.socket:
@@ -96,21 +105,21 @@ def serve(path: str) -> int:
     poller.register(spare, select.POLLIN)
     try:
         while True:
-            for fd, _ in poller.poll():
-                if fd == 0:
-                    if not os.read(0, 4096):
-                        return 0  # the daemon is gone
-                    continue
-                if fd == notify_r:
-                    os.read(notify_r, 64)  # the spare took a request: it is a shim now
-                elif fd != spare:
-                    continue
-                else:
-                    time.sleep(0.05)  # it died idle (killed?): no fork loop if that repeats
-                poller.unregister(spare)
-                os.close(spare)
-                spare = _fork_spare(listener, notify_r, notify_w)
-                poller.register(spare, select.POLLIN)
+            # One decision per poll: the events of one round may name a pidfd we close (and
+            # whose number the next spare's pidfd then reuses).
+            ready = {fd for fd, _ in poller.poll()}
+            if 0 in ready and not os.read(0, 4096):
+                return 0  # the daemon is gone
+            if notify_r in ready:
+                os.read(notify_r, 64)  # the spare took a request: it is a shim now
+            elif spare in ready:
+                time.sleep(0.05)  # it died idle (killed?): no fork loop if that repeats
+            else:
+                continue
+            poller.unregister(spare)
+            os.close(spare)
+            spare = _fork_spare(listener, notify_r, notify_w)
+            poller.register(spare, select.POLLIN)
     finally:
         with contextlib.suppress(OSError):
             signal.pidfd_send_signal(spare, signal.SIGKILL)  # an idle spare holds the socket

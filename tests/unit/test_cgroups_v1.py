@@ -434,3 +434,24 @@ def test_remove_tree_retries_busy_dirs(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(os, "rmdir", always_busy)
     with pytest.raises(SystemFailure, match=r"remove cgroup .*EBUSY"):
         fs.remove_tree(str(tmp_path / "cg"), timeout=0.05)
+
+
+def test_discovered_hierarchies_are_remembered_until_the_root_changes(tmp_path: Path) -> None:
+    from skiff.runtime.cgroups import v1
+
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "cpu,cpuacct").mkdir()
+    first = v1.discover_hierarchies(str(tmp_path))
+    assert set(first) == {"memory", "cpu", "cpuacct"}
+    first["memory"] = "/elsewhere"  # a caller's copy: the remembered one is untouched
+    calls = []
+    real = v1._discover
+    v1._discover = lambda root: calls.append(root) or real(root)  # type: ignore[assignment]
+    try:
+        assert v1.discover_hierarchies(str(tmp_path))["memory"] == str(tmp_path / "memory")
+        assert calls == []  # remembered
+        (tmp_path / "pids").mkdir()  # a new hierarchy changes the root directory
+        assert "pids" in v1.discover_hierarchies(str(tmp_path))
+        assert calls == [str(tmp_path)]
+    finally:
+        v1._discover = real  # type: ignore[assignment]

@@ -367,21 +367,23 @@ class ContainerManager:
             # --rm (never with a restart policy): the rootfs and the container's files go in
             # the same step as the runtime's state; the removal that follows finds them gone
             auto_remove = bool(c.host_config.get("AutoRemove"))
-            await self._finish(c, record, removing=auto_remove)
+            cleaned = await self._finish(c, record, removing=auto_remove)
             restarting = self._after_exit(c)
         if not restarting and auto_remove:
-            await self._auto_remove(cid)
+            # the lock was let go: should it have been started again meanwhile, the token
+            # (this run's start time) no longer matches and removal does everything
+            await self._auto_remove(cid, cleaned=c.started_at if cleaned else None)
 
-    async def _auto_remove(self, cid: str) -> None:
-        with contextlib.suppress(NotFound):
-            await self.remove(cid, force=True, volumes=True)  # --rm: as docker rm -v
+    async def _auto_remove(self, cid: str, cleaned: str | None = None) -> None:
+        with contextlib.suppress(NotFound):  # --rm: as docker rm -v
+            await self.remove(cid, force=True, volumes=True, cleaned=cleaned)
 
     async def _finish(self, c: Container, record: Mapping[str, Any], removing: bool = False
-                      ) -> None:
+                      ) -> bool:
         """Record an exit, take the runtime side down, wake the waiters (lock held).
 
         ``removing``: the container is about to be removed, so its writable layer and files
-        go now too, beside the runtime's delete.
+        go now too, beside the runtime's delete. True if all of that was done.
         """
         self.probes.unwatch(c.id)
         c.status, c.pid, c.paused = EXITED, 0, False
@@ -390,11 +392,11 @@ class ContainerManager:
         c.finished_at = str(record.get("exited_at") or now_rfc3339())
         if record.get("error"):
             c.error = str(record["error"])
-        self.store.put(c)
         self._running.discard(c.id)
-        # The process is gone: the runtime's delete (cgroups, state) and the rootfs' unmount
-        # touch nothing of each other's, and each is a few ms of an auto-removed `run`.
+        # The process is gone: the record, the runtime's delete (cgroups, state) and the
+        # rootfs' unmount touch nothing of each other's, and each is a few ms of a `run --rm`.
         results = await asyncio.gather(
+            asyncio.to_thread(self.store.put, c),
             asyncio.to_thread(self.runner.delete_shim, c, True),
             asyncio.to_thread(self._take_down_files if removing else self.runner.teardown, c),
             return_exceptions=True)
@@ -403,11 +405,13 @@ class ContainerManager:
                 log.error("clean up after container %s exited: %s", c.id, result)
             elif isinstance(result, BaseException):
                 raise result
+        cleaned = not any(isinstance(r, BaseException) for r in results[1:])
         if c.oom_killed:
             self._event(c, "oom")
         ran = max(0.0, unix_time(c.finished_at) - unix_time(c.started_at))
         self._event(c, "die", exitCode=str(c.exit_code), execDuration=str(int(ran)))
         self._resolve(self._exit_waiters, c.id, c.exit_code)
+        return cleaned
 
     # --- restart policies --------------------------------------------------------------
 
@@ -673,8 +677,14 @@ class ContainerManager:
 
     # --- remove ------------------------------------------------------------------------
 
-    async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
-        """``docker rm``; ``volumes`` (anonymous volumes go too) waits for volumes."""
+    async def remove(self, ref: str, *, force: bool = False, volumes: bool = False,
+                     cleaned: str | None = None) -> None:
+        """``docker rm``; ``volumes`` (anonymous volumes go too) waits for volumes.
+
+        ``cleaned``: the start time of a run whose exit already took the runtime side, rootfs
+        and files down (an auto-removed container): if that is still the container's last
+        run, only the record is left to delete.
+        """
         c = self.get(ref)
         if self.is_running(c.id) or c.restarting:
             if not force:
@@ -698,7 +708,10 @@ class ContainerManager:
                 return  # removed meanwhile (--rm)
             self._cancel_restart(c.id)
             self.probes.unwatch(c.id)
-            await asyncio.to_thread(self._remove_now, c)
+            if cleaned is not None and cleaned == c.started_at and not self.is_running(c.id):
+                await asyncio.to_thread(self.store.delete, c.id)
+            else:
+                await asyncio.to_thread(self._remove_now, c)
             if volumes and self.mounts is not None:
                 await asyncio.to_thread(self.mounts.remove_anonymous, c)
             self._running.discard(c.id)

@@ -171,7 +171,7 @@ class Runner:
             sandbox = self.network.setup(c) if self.network is not None else Sandbox()
             spec = self._spec(c, rootfs, mounts, sandbox)
             with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as f:
-                json.dump(spec, f)
+                f.write(json.dumps(spec))  # one write; json.dump writes piece by piece
             self._start_shim(c, bundle)
         except BaseException:
             self.teardown(c)

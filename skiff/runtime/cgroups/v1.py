@@ -22,13 +22,35 @@ if TYPE_CHECKING:
 SYSTEMD = "name=systemd"
 
 
+# root -> ((st_dev, st_ino, st_nlink, st_mtime_ns) of root, what was found there); nlink too:
+# a new directory changes it even within the timestamp's granularity
+_DISCOVERED: dict[str, tuple[tuple[int, int, int, int], dict[str, str]]] = {}
+
+
 def discover_hierarchies(root: str) -> dict[str, str]:
     """controller -> mount directory, from the conventional layout under ``root``.
 
     Each directory is named after the controllers mounted there ("cpu,cpuacct", with "cpu"
     and "cpuacct" symlinks to it on systemd hosts); "unified" is the v2 mount of hybrid hosts
-    and is handled separately.
+    and is handled separately. Remembered while ``root`` itself is unchanged (a hierarchy
+    comes and goes with its directory there): a zygote-forked shim finds it already known
+    instead of resolving a dozen symlinks at every container start.
     """
+    try:
+        st = os.stat(root)
+        stamp = (st.st_dev, st.st_ino, st.st_nlink, st.st_mtime_ns)
+    except OSError:
+        stamp = None
+    known = _DISCOVERED.get(root)
+    if known is not None and known[0] == stamp:
+        return dict(known[1])
+    found = _discover(root)
+    if stamp is not None:
+        _DISCOVERED[root] = (stamp, dict(found))
+    return found
+
+
+def _discover(root: str) -> dict[str, str]:
     found: dict[str, str] = {}
     try:
         entries = sorted(os.listdir(root))
