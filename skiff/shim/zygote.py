@@ -31,7 +31,7 @@ import time
 
 from skiff.errors import InvalidArgument, SkiffError
 from skiff.shim.launch import become_shim, prepare
-from skiff.shim.proctitle import set_title
+from skiff.shim.proctitle import argument_area, set_title
 from skiff.shim.server import Config
 
 _PR_SET_PDEATHSIG = 1
@@ -56,6 +56,8 @@ def preload() -> None:
                   "skiff.runtime.terminal"]
     for name in names:
         importlib.import_module(name)
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        argument_area()  # where every shim's title goes: the same in every child
     if "skiff.runtime.cli" in names:  # what every create looks up first, found once here
         from skiff.runtime.cgroups import detect_mode
         from skiff.runtime.cgroups.v1 import discover_hierarchies
