@@ -211,6 +211,14 @@ class ContainerManager:
     # --- create ------------------------------------------------------------------------
 
     async def create(self, body: Mapping[str, Any], name: str | None) -> Container:
+        # One trip to a worker thread for all of it: the steps are blocking (store, image
+        # lookup, snapshot, runtime create) and each extra hop costs every `run` latency.
+        c = await asyncio.to_thread(self._create, body, name)
+        self._event(c, "create")
+        return c
+
+    def _create(self, body: Mapping[str, Any], name: str | None) -> Container:
+        """(thread) Check, record and prepare a new container; on failure nothing is left."""
         image_ref = body.get("Image")
         if not isinstance(image_ref, str) or not image_ref:
             raise InvalidArgument("config cannot be empty in order to create a container: "
@@ -219,7 +227,7 @@ class ContainerManager:
         host_config = body.get("HostConfig")
         if isinstance(host_config, Mapping):  # an unknown runtime: refused before any work
             self.runner.check_runtime(str(host_config.get("Runtime") or ""))
-        img: Image = await asyncio.to_thread(self.images.get, image_ref)
+        img = self.images.get(image_ref)
         config = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
         image_config = img.config.config
         config = merge_image_config(config, image_config)
@@ -244,13 +252,11 @@ class ContainerManager:
         self.store.add(c)  # the name is taken (or refused) before any work is done
         try:
             if self.runner.network is not None:  # checks and records; allocates nothing
-                await asyncio.to_thread(self.runner.network.register, c,
-                                        body.get("NetworkingConfig"))
-            await asyncio.to_thread(self._prepare, c, img)
+                self.runner.network.register(c, body.get("NetworkingConfig"))
+            self._prepare(c, img)
         except BaseException:
-            await asyncio.to_thread(self._discard, c)
+            self._discard(c)
             raise
-        self._event(c, "create")
         return c
 
     def _prepare(self, c: Container, img: Image) -> None:
@@ -299,8 +305,9 @@ class ContainerManager:
         """Start the container's process (lock held); a failure is recorded as an exit."""
         started = now_rfc3339()  # before: a quick process may be gone when start returns
         self._starting.add(c.id)
+        hc = HealthConfig.parse(c.config.get("Healthcheck"))
         try:
-            pid = await asyncio.to_thread(self._start_process, c)
+            await asyncio.to_thread(self._start_and_record, c, started, hc is not None)
         except SkiffError as exc:
             self._starting.discard(c.id)
             code = _exec_failure_code(exc.message)
@@ -308,16 +315,22 @@ class ContainerManager:
             failure: SkiffError = InvalidArgument(exc.message) if code else exc
             await self._finish(c, {"exit_code": code or 128, "oom_killed": False})
             raise failure from exc
-        c.status, c.pid, c.started_at = RUNNING, pid, started
-        c.exit_code, c.error, c.restarting, c.paused = 0, "", False, False
-        hc = HealthConfig.parse(c.config.get("Healthcheck"))
-        c.health = Health().to_json() if hc else None
-        self.store.put(c)
         self._running.add(c.id)
         self._starting.discard(c.id)
         self._event(c, action)
         if hc:
             self.probes.watch(c.id, hc)
+
+    def _start_and_record(self, c: Container, started: str, health: bool) -> None:
+        """(thread) Start the process and record it running, in one trip off the loop."""
+        pid = self._start_process(c)
+        c.status, c.pid, c.started_at = RUNNING, pid, started
+        c.exit_code, c.error, c.restarting, c.paused = 0, "", False, False
+        c.health = Health().to_json() if health else None
+        try:
+            self.store.put(c)
+        except SkiffError as exc:  # not a failed start: the process runs, and is supervised
+            log.error("record container %s as running: %s", c.id, exc)
 
     def _start_process(self, c: Container) -> int:
         """(thread) Start the container's process through its shim; its pid.
