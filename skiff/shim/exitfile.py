@@ -17,14 +17,19 @@ NAME = "exit.json"
 
 
 def write(state_dir: str, record: dict[str, Any]) -> None:
-    """Write ``record`` so a reader sees the whole file or none (temp file, fsync, rename)."""
+    """Write ``record`` so a reader sees the whole file or none (temp file, rename).
+
+    No fsync: the record is for a daemon that restarts after a crash, and the page cache
+    outlives a crashed process; a power loss takes the container with it. (The state dir is
+    under the exec root, /run by default: tmpfs, where fsync is nothing anyway.) Waiters are
+    answered after this, so it is on the path of every `docker run --rm`.
+    """
     path = os.path.join(state_dir, NAME)
     tmp = path + ".tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             os.write(fd, json.dumps(record).encode())
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

@@ -382,14 +382,19 @@ class ContainerManager:
             auto_remove = bool(c.host_config.get("AutoRemove"))
             cleaned = await self._finish(c, record, removing=auto_remove)
             restarting = self._after_exit(c)
-        if not restarting and auto_remove:
-            # the lock was let go: should it have been started again meanwhile, the token
-            # (this run's start time) no longer matches and removal does everything
-            await self._auto_remove(cid, cleaned=c.started_at if cleaned else None)
+            if auto_remove and not restarting and cleaned:
+                # everything but the record went with the exit: it goes now, under the same
+                # lock (as `docker rm -v` would, anonymous volumes too)
+                await self._drop(c, volumes=True, take_down=False)
+        if auto_remove and not restarting:
+            if cleaned:
+                self._removed(c)
+            else:
+                await self._auto_remove(cid)
 
-    async def _auto_remove(self, cid: str, cleaned: str | None = None) -> None:
+    async def _auto_remove(self, cid: str) -> None:
         with contextlib.suppress(NotFound):  # --rm: as docker rm -v
-            await self.remove(cid, force=True, volumes=True, cleaned=cleaned)
+            await self.remove(cid, force=True, volumes=True)
 
     async def _finish(self, c: Container, record: Mapping[str, Any], removing: bool = False
                       ) -> bool:
@@ -690,14 +695,8 @@ class ContainerManager:
 
     # --- remove ------------------------------------------------------------------------
 
-    async def remove(self, ref: str, *, force: bool = False, volumes: bool = False,
-                     cleaned: str | None = None) -> None:
-        """``docker rm``; ``volumes`` (anonymous volumes go too) waits for volumes.
-
-        ``cleaned``: the start time of a run whose exit already took the runtime side, rootfs
-        and files down (an auto-removed container): if that is still the container's last
-        run, only the record is left to delete.
-        """
+    async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
+        """``docker rm``; ``volumes`` (anonymous volumes go too) waits for volumes."""
         c = self.get(ref)
         if self.is_running(c.id) or c.restarting:
             if not force:
@@ -719,15 +718,29 @@ class ContainerManager:
                 c = self.get(c.id)
             except NotFound:
                 return  # removed meanwhile (--rm)
-            self._cancel_restart(c.id)
-            self.probes.unwatch(c.id)
-            if cleaned is not None and cleaned == c.started_at and not self.is_running(c.id):
-                await asyncio.to_thread(self.store.delete, c.id)
+            await self._drop(c, volumes=volumes, take_down=True)
+        self._removed(c)
+
+    async def _drop(self, c: Container, *, volumes: bool, take_down: bool) -> None:
+        """Forget ``c`` (lock held): its runtime side, rootfs and files too if ``take_down``,
+        its anonymous volumes if ``volumes``; one trip to a worker thread."""
+        self._cancel_restart(c.id)
+        self.probes.unwatch(c.id)
+        mounts = self.mounts if volumes and c.mount_points else None
+
+        def drop() -> None:
+            if take_down:
+                self._remove_now(c)
             else:
-                await asyncio.to_thread(self._remove_now, c)
-            if volumes and self.mounts is not None:
-                await asyncio.to_thread(self.mounts.remove_anonymous, c)
-            self._running.discard(c.id)
+                self.store.delete(c.id)
+            if mounts is not None:
+                mounts.remove_anonymous(c)
+
+        await asyncio.to_thread(drop)
+        self._running.discard(c.id)
+
+    def _removed(self, c: Container) -> None:
+        """After ``c`` left the store: the lock and back-off go, and the waiters hear it."""
         self._locks.pop(c.id, None)
         self._backoffs.pop(c.id, None)
         self._event(c, "destroy")
