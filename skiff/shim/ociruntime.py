@@ -80,20 +80,39 @@ class OCIRuntime:
             self._check(what, _call_runtime(argv[1:]), offset)
             return
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        status_r = -1
         try:
             fds = stdio or (null, null, null)
             try:
                 if self.in_process:
-                    pid = _fork_runtime(argv[1:], fds)
+                    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+                    try:
+                        pid = _fork_runtime(argv[1:], fds, status_w)
+                    finally:
+                        os.close(status_w)
                 else:
                     actions = [(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(fds)]
                     pid = os.posix_spawnp(self.binary, argv, os.environ, file_actions=actions,
                                           setsigdef=_RESET_SIGNALS, setsigmask=())
             except OSError as exc:
+                if status_r >= 0:
+                    os.close(status_r)
                 raise os_error(f"{what} container {self.cid}: run", self.binary, exc) from exc
         finally:
             os.close(null)
-        if not _exited_within(pid, self.timeout):
+        wait = self.timeout
+        if status_r >= 0:
+            try:
+                code = _reported_code(status_r, pid, self.timeout)
+            finally:
+                os.close(status_r)
+            if code is not None and code >= 0:
+                # The child is done; it is reaped with the shim's other children (its exit,
+                # taking down a copy of our address space, is no reason to wait).
+                self._check(what, code, offset)
+                return
+            wait = 0 if code is not None else wait  # timed out already, or just exited
+        if not _exited_within(pid, wait):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             raise SystemFailure(f"{what} container {self.cid}: {os.path.basename(self.binary)} "
@@ -155,12 +174,13 @@ def is_own_runtime(binary: str) -> bool:
         return False
 
 
-def _fork_runtime(args: list[str], stdio: tuple[int, int, int]) -> int:
+def _fork_runtime(args: list[str], stdio: tuple[int, int, int], status: int) -> int:
     """Run skiff-runtime's ``main(args)`` in a forked child, set up as exec would leave it.
 
     The child gets ``stdio`` as 0, 1, 2 and no other descriptor of the shim's (exec would
-    close them: they are all close-on-exec), the default disposition for the signals the shim
-    handles or ignores, and no wake-up fd. It never returns into the shim's code.
+    close them: they are all close-on-exec) but ``status``, on which it writes its exit code
+    (one byte) as it exits; the default disposition for the signals the shim handles or
+    ignores, and no wake-up fd. It never returns into the shim's code.
     """
     for stream in (sys.stdout, sys.stderr):  # nothing of ours may be written twice
         stream.flush()
@@ -174,7 +194,8 @@ def _fork_runtime(args: list[str], stdio: tuple[int, int, int]) -> int:
             signal.signal(sig, signal.SIG_DFL)
         for n, fd in enumerate(stdio):
             os.dup2(fd, n, inheritable=True)
-        os.closerange(3, _max_fd())
+        os.closerange(3, status)
+        os.closerange(status + 1, _max_fd())
         from skiff.runtime import cli
 
         code = cli.main(args)
@@ -189,7 +210,30 @@ def _fork_runtime(args: list[str], stdio: tuple[int, int, int]) -> int:
         except BaseException:
             pass
     finally:
-        os._exit(code)
+        try:
+            os.write(status, bytes([code & 0xFF]))
+        finally:
+            os._exit(code)
+
+
+def _reported_code(status_r: int, pid: int, timeout: float) -> int | None:
+    """The exit code a forked runtime wrote on ``status_r``; None if it exited (or was
+    killed) without writing one (its wait status then tells), -1 after ``timeout``."""
+    os.set_blocking(status_r, False)  # a container it made may hold the write end for long
+    fd = os.pidfd_open(pid)
+    try:
+        poller = select.poll()
+        poller.register(status_r, select.POLLIN)
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(int(timeout * 1000)):
+            return -1
+        try:
+            data = os.read(status_r, 1)
+        except BlockingIOError:
+            data = b""
+        return data[0] if data else None
+    finally:
+        os.close(fd)
 
 
 def _max_fd() -> int:

@@ -209,3 +209,42 @@ def test_own_runtime_start_and_delete_run_in_place_unless_the_spec_has_hooks(
         rt.run("start", ["start", "c1"])
     assert os.getpid() == pid_before
     rt.run("delete", ["delete", "--force", "c1"])  # a forced delete of nothing is no error
+
+
+def test_a_forked_runtimes_reported_exit_code_is_read_without_waiting_for_its_exit() -> None:
+    from skiff.shim.ociruntime import _reported_code
+
+    def child(body: str) -> tuple[int, int]:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                if body == "report":
+                    os.write(w, bytes([5]))
+                elif body == "grandchild-holds-pipe":  # as a container's init would
+                    if os.fork() == 0:
+                        time.sleep(1)
+                        os._exit(0)
+                elif body == "hang":
+                    time.sleep(3)
+            finally:
+                os._exit(0)
+        os.close(w)
+        return r, pid
+
+    r, pid = child("report")
+    assert _reported_code(r, pid, timeout=5) == 5
+    os.waitpid(pid, 0)
+    os.close(r)
+    # died without a word while its child keeps the pipe open: no hang, the wait status tells
+    r, pid = child("grandchild-holds-pipe")
+    t0 = time.monotonic()
+    assert _reported_code(r, pid, timeout=5) is None
+    assert time.monotonic() - t0 < 0.8
+    os.waitpid(pid, 0)
+    os.close(r)
+    r, pid = child("hang")
+    assert _reported_code(r, pid, timeout=0.2) == -1
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(r)
