@@ -74,6 +74,26 @@ def events(d: Skiffd, since: float, cid: str) -> list[dict[str, Any]] | None:
     return [json.loads(line) for line in payload.decode().splitlines() if line.strip()]
 
 
+# --- exit ---------------------------------------------------------------------------------
+
+
+def test_wait_right_after_a_quick_exit_gets_its_code(skiffd: Skiffd) -> None:
+    # The exit's bookkeeping runs beside the runtime's cleanup: a wait arriving in between
+    # must still get this run's code, never the record's previous one (docker-py's
+    # containers.run(detach=True) then .wait() does exactly this).
+    for code in (3, 0, 7, 2, 5, 1, 9, 4, 6, 8, 11, 12):
+        status, reply = skiffd.api("POST", "/containers/create",
+                                   {"Image": IMAGE, "Cmd": ["sh", "-c", f"exit {code}"],
+                                    "HostConfig": {"NetworkMode": "none"}})
+        assert status == 201, reply
+        cid = reply["Id"]
+        skiffd.seen.add(cid)
+        assert skiffd.api("POST", f"/containers/{cid}/start")[0] == 204
+        for _ in range(3):
+            assert skiffd.api("POST", f"/containers/{cid}/wait")[1]["StatusCode"] == code
+        assert skiffd.api("DELETE", f"/containers/{cid}")[0] == 204
+
+
 # --- restart, rename -----------------------------------------------------------------------
 
 

@@ -410,14 +410,16 @@ class ContainerManager:
         c.finished_at = str(record.get("exited_at") or now_rfc3339())
         if record.get("error"):
             c.error = str(record["error"])
-        self._running.discard(c.id)
         # The process is gone: the record, the runtime's delete (cgroups, state) and the
         # rootfs' unmount touch nothing of each other's, and each is a few ms of a `run --rm`.
+        # It counts as running until the record is written: a wait meanwhile is answered by
+        # the waiters below, not by the record's old exit code.
         results = await asyncio.gather(
             asyncio.to_thread(self.store.put, c),
             asyncio.to_thread(self.runner.delete_shim, c, True),
             asyncio.to_thread(self._take_down_files if removing else self.runner.teardown, c),
             return_exceptions=True)
+        self._running.discard(c.id)
         for result in results:
             if isinstance(result, SkiffError):
                 log.error("clean up after container %s exited: %s", c.id, result)
