@@ -33,13 +33,15 @@ class ShimClient:
             raise Unavailable(f"connect to shim {self.path}: {exc.strerror or exc}") from exc
         return sock
 
-    def _exchange(self, op: str, timeout: float | None, args: dict[str, Any]
-                  ) -> tuple[socket.socket, dict[str, Any]]:
+    def _exchange(self, op: str, timeout: float | None, args: dict[str, Any],
+                  stream: bool = False) -> tuple[socket.socket, dict[str, Any]]:
+        """Send one request, read its reply line. ``stream``: the connection carries the
+        process's streams after the reply, so not a byte past the newline may be read."""
         sock = self._connect()
         try:
             sock.settimeout(timeout)
             sock.sendall(protocol.encode({"op": op, **args}))
-            line = _read_line(sock)
+            line = _read_line(sock) if stream else _read_reply(sock)
             reply: dict[str, Any] = json.loads(line)
             return sock, protocol.raise_for(reply)
         except BaseException:
@@ -79,7 +81,8 @@ class ShimClient:
                detach_keys: bytes = b"") -> socket.socket:
         sock, _ = self._exchange("attach", self.timeout, {
             "stdin": stdin, "stdout": stdout, "stderr": stderr, "logs": logs,
-            "stdin_once": stdin_once, "exec": exec_id, "detach_keys": detach_keys.hex()})
+            "stdin_once": stdin_once, "exec": exec_id, "detach_keys": detach_keys.hex()},
+            stream=True)
         sock.settimeout(None)
         return sock
 
@@ -98,7 +101,8 @@ class ShimClient:
                       stdin: bool = False) -> socket.socket:
         """Start an exec'd process with this connection attached to its streams."""
         sock, _ = self._exchange("exec", self.timeout, {
-            "id": exec_id, "process": process, "tty": tty, "stdin": stdin, "attach": True})
+            "id": exec_id, "process": process, "tty": tty, "stdin": stdin, "attach": True},
+            stream=True)
         sock.settimeout(None)
         return sock
 
@@ -108,6 +112,19 @@ class ShimClient:
 
     def delete(self, force: bool = False) -> None:
         self.call("delete", force=force)
+
+
+def _read_reply(sock: socket.socket) -> bytes:
+    """The reply line of a request after which the shim sends nothing else: in chunks."""
+    buf = bytearray()
+    while not buf.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise SystemFailure("shim closed the connection before replying")
+        buf += chunk
+        if len(buf) > protocol.MAX_LINE:
+            raise SystemFailure("shim reply too long")
+    return bytes(buf)
 
 
 def _read_line(sock: socket.socket) -> bytes:
