@@ -11,7 +11,7 @@ row pays for bridge networking the others skip):
                 what the zygote and the in-process runtime save
 Prints the median of N interleaved runs per row and each row's ratio to docker on dockerd.
 Needs root. Install the peers first: apt-get install docker.io podman.
-Usage: .venv/bin/python bench/run_latency.py [-n 20] [--slow-paths]
+Usage: .venv/bin/python bench/run_latency.py [-n 20] [--gap 0.1] [--slow-paths]
 """
 
 from __future__ import annotations
@@ -115,11 +115,12 @@ def _skiff_cli_can_run() -> bool:
     return res.returncode == 0
 
 
-def measure(rows: dict[str, Runner], n: int, warmup: int = 2) -> dict[str, list[float]]:
+def measure(rows: dict[str, Runner], n: int, warmup: int = 2, gap: float = 0.1
+            ) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in rows}
     for i in range(n + warmup):
         for name, fn in rows.items():  # interleaved: background load hits every row alike
-            time.sleep(0.1)
+            time.sleep(gap)
             t0 = time.perf_counter()
             fn()
             if i >= warmup:
@@ -131,6 +132,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=20)
+    ap.add_argument("--gap", type=float, default=0.1,
+                    help="seconds of quiet before each run (an engine's cleanup of the run "
+                         "before, done after it answered, must not land on the next row)")
     ap.add_argument("--slow-paths", action="store_true",
                     help="add a row for skiffd without its zygote and in-process runtime")
     args = ap.parse_args()
@@ -163,9 +167,10 @@ def main() -> None:
                 [cli, "run", "--rm", "--network", "none", image, "true"], env=dk.env)
             if podman is not None:
                 rows["podman"] = podman
-            times = measure(rows, args.n)
+            times = measure(rows, args.n, gap=args.gap)
     print(describe())
-    print(f"`run --rm --network none busybox true`, median of {args.n} interleaved runs:")
+    print(f"`run --rm --network none busybox true`, median of {args.n} interleaved runs "
+          f"({args.gap:g} s apart):")
     base = statistics.median(times["docker CLI -> dockerd"])
     for name, ts in times.items():
         med = statistics.median(ts)

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -263,6 +264,11 @@ async def serve(config: DaemonConfig) -> None:
                 await web.SockSite(runner, sock).start()
             log.info("skiffd %s: API listening on %s%s", __version__, host,
                      " (TLS)" if tls is not None and host.scheme == "tcp" else "")
+        # What start-up made (modules, the app, the engine) lives as long as the daemon: out
+        # of the collector's sight, so a full collection in the middle of a request walks
+        # only what requests made (tens of ms less at the worst moments).
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
