@@ -88,6 +88,7 @@ _SIGCHLD = 17  # the exit signal fork gives (17 on x86 and arm)
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 _libc: Any = None
+_pylibc: Any = None
 
 
 def libc() -> Any:
@@ -105,20 +106,12 @@ class _CloneArgs(ctypes.Structure):
         "tls", "set_tid", "set_tid_size", "cgroup")]
 
 
-def fork_into_cgroup(cgroup_fd: int) -> int:
-    """os.fork(), except that the child is born in the cgroup (v2) of directory fd ``cgroup_fd``.
-
-    clone3(CLONE_INTO_CGROUP) places the child at fork time, which costs the kernel nothing
-    like a later write to cgroup.procs does (see cgroups.join). Raises OSError (ENOSYS before
-    Linux 5.7, EACCES/EPERM where the caller may not write the cgroup) for the caller to fall
-    back.
-    """
-    return clone_process(0, cgroup_fd)
-
-
 def clone_process(flags: int, cgroup_fd: int | None = None) -> int:
     """os.fork() through clone3: ``flags`` (new namespaces) and, with ``cgroup_fd``, born in
-    that cgroup (v2). 0 in the child, its pid in the parent; OSError if refused.
+    the cgroup (v2) of that directory fd. 0 in the child, its pid in the parent; OSError if
+    refused (ENOSYS/EINVAL on old kernels, EACCES/EPERM where the caller may not write the
+    cgroup). Being born in the cgroup costs the kernel nothing like a later write to
+    cgroup.procs does (see cgroups.join).
 
     The call is made with the GIL held and wrapped in the interpreter's own before/after-fork
     steps, exactly as os.fork does, so the child is a normal forked interpreter.
@@ -127,11 +120,13 @@ def clone_process(flags: int, cgroup_fd: int | None = None) -> int:
         flags |= CLONE_INTO_CGROUP
     args = _CloneArgs(flags=flags, exit_signal=_SIGCHLD,
                       cgroup=cgroup_fd if cgroup_fd is not None else 0)
-    pylibc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held, as in os.fork
-    pylibc.syscall.restype = ctypes.c_long
+    global _pylibc
+    if _pylibc is None:
+        _pylibc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held, as os.fork
+        _pylibc.syscall.restype = ctypes.c_long
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()
-    pid = pylibc.syscall(ctypes.c_long(SYS_CLONE3), ctypes.byref(args),
+    pid = _pylibc.syscall(ctypes.c_long(SYS_CLONE3), ctypes.byref(args),
                          ctypes.c_size_t(ctypes.sizeof(args)))
     if pid == 0:
         api.PyOS_AfterFork_Child()

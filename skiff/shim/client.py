@@ -41,7 +41,7 @@ class ShimClient:
         try:
             sock.settimeout(timeout)
             sock.sendall(protocol.encode({"op": op, **args}))
-            line = _read_line(sock) if stream else _read_reply(sock)
+            line = _read_line(sock, 1 if stream else 65536)
             reply: dict[str, Any] = json.loads(line)
             return sock, protocol.raise_for(reply)
         except BaseException:
@@ -114,27 +114,15 @@ class ShimClient:
         self.call("delete", force=force)
 
 
-def _read_reply(sock: socket.socket) -> bytes:
-    """The reply line of a request after which the shim sends nothing else: in chunks."""
+def _read_line(sock: socket.socket, chunk: int = 1) -> bytes:
+    """The reply line. Byte by byte by default: after an attach or exec reply, whatever
+    follows the newline belongs to the stream. ``chunk``: nothing follows, read in pieces."""
     buf = bytearray()
     while not buf.endswith(b"\n"):
-        chunk = sock.recv(65536)
-        if not chunk:
+        data = sock.recv(chunk)
+        if not data:
             raise SystemFailure("shim closed the connection before replying")
-        buf += chunk
-        if len(buf) > protocol.MAX_LINE:
-            raise SystemFailure("shim reply too long")
-    return bytes(buf)
-
-
-def _read_line(sock: socket.socket) -> bytes:
-    # Byte by byte up to the newline: whatever follows it belongs to the stream.
-    buf = bytearray()
-    while not buf.endswith(b"\n"):
-        b = sock.recv(1)
-        if not b:
-            raise SystemFailure("shim closed the connection before replying")
-        buf += b
+        buf += data
         if len(buf) > protocol.MAX_LINE:
             raise SystemFailure("shim reply too long")
     return bytes(buf)

@@ -25,13 +25,18 @@ PR_SET_CHILD_SUBREAPER = 36
 SHIM_LOG = "shim.log"
 
 
-def set_child_subreaper() -> None:
+def prctl(option: int, value: int, name: str) -> None:
+    """prctl(2) with one argument; ``name`` (of the option) in the error."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if libc.prctl(option, value, 0, 0, 0) != 0:
         err = ctypes.get_errno()
-        raise os_error("prctl PR_SET_CHILD_SUBREAPER", "shim", OSError(err, os.strerror(err)))
+        raise os_error(f"prctl {name}", "shim", OSError(err, os.strerror(err)))
+
+
+def set_child_subreaper() -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, 1, "PR_SET_CHILD_SUBREAPER")
 
 
 def start(cfg: Config) -> int:

@@ -100,7 +100,6 @@ class OCIRuntime:
                 raise os_error(f"{what} container {self.cid}: run", self.binary, exc) from exc
         finally:
             os.close(null)
-        wait = self.timeout
         if status_r >= 0:
             try:
                 code = _reported_code(status_r, pid, self.timeout)
@@ -111,8 +110,10 @@ class OCIRuntime:
                 # taking down a copy of our address space, is no reason to wait).
                 self._check(what, code, offset)
                 return
-            wait = 0 if code is not None else wait  # timed out already, or just exited
-        if not _exited_within(pid, wait):
+            finished = code is None  # it exited without a word; -1: it timed out
+        else:
+            finished = _exited_within(pid, self.timeout)
+        if not finished:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             raise SystemFailure(f"{what} container {self.cid}: {os.path.basename(self.binary)} "

@@ -30,7 +30,7 @@ import sys
 import time
 
 from skiff.errors import InvalidArgument, SkiffError
-from skiff.shim.launch import become_shim, prepare
+from skiff.shim.launch import become_shim, prctl, prepare
 from skiff.shim.proctitle import argument_area, set_title
 from skiff.shim.server import Config
 
@@ -149,7 +149,7 @@ def _spare(listener: socket.socket, notify_r: int, notify_w: int, zygote: int) -
     """Wait for one request (dying with the zygote until then), tell the zygote, serve it."""
     try:
         os.close(notify_r)
-        _set_parent_death_signal(signal.SIGKILL)  # an idle spare must not outlive the zygote
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, "PR_SET_PDEATHSIG")  # idle: dies with us
         if os.getppid() != zygote:
             return  # the zygote died before we asked
         while True:
@@ -158,18 +158,12 @@ def _spare(listener: socket.socket, notify_r: int, notify_w: int, zygote: int) -
                 break
             except InterruptedError:
                 continue
-        _set_parent_death_signal(0)  # from here on a shim, which outlives the zygote
+        prctl(_PR_SET_PDEATHSIG, 0, "PR_SET_PDEATHSIG")  # a shim now: outlives the zygote
         os.write(notify_w, b"+")
         os.close(notify_w)
         _starter(conn, listener)
     finally:
         os._exit(0)
-
-
-def _set_parent_death_signal(sig: int) -> None:
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 def _starter(conn: socket.socket, listener: socket.socket) -> None:

@@ -193,7 +193,7 @@ def test_fork_into_cgroup_makes_the_child_inside() -> None:
     fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
     r, w = os.pipe()
     try:
-        pid = sc.fork_into_cgroup(fd)
+        pid = sc.clone_process(0, fd)
         if pid == 0:
             try:
                 with open("/proc/self/cgroup") as f:

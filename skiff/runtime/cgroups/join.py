@@ -5,7 +5,7 @@ when nobody has done so for a grace period that first waits for RCU: 6-16 ms on 
 VM, at every container start and exec. Two ways in skip it, and the runtime uses both:
 
 - cgroup v2: clone3(CLONE_INTO_CGROUP) makes the process inside the cgroup (the parent of
-  stage 2 forks it so; see syscalls.fork_into_cgroup);
+  stage 1 clones it so; see syscalls.clone_process);
 - cgroup v1: a single-threaded process that writes "0" (itself) to a hierarchy's ``tasks``
   file migrates one thread, which the kernel does without that lock.
 

@@ -83,10 +83,13 @@ class V1Manager:
     def paths(self) -> dict[str, str]:
         return {c: mount + self.path for c, mount in sorted(self._mounts.items())}
 
+    def _v1_dirs(self) -> list[str]:
+        """One directory per v1 hierarchy (joined controllers share one)."""
+        return sorted({mount + self.path for mount in self._mounts.values()})
+
     def _dirs(self) -> list[str]:
-        """One directory per hierarchy (joined controllers share one), then the unified one."""
-        dirs = sorted({mount + self.path for mount in self._mounts.values()})
-        return dirs + ([self._unified] if self._unified else [])
+        """The v1 directories, then the unified one."""
+        return self._v1_dirs() + ([self._unified] if self._unified else [])
 
     def _dir(self, controller: str, field: str) -> str:
         mount = self._mounts.get(controller)
@@ -120,8 +123,7 @@ class V1Manager:
             fs.write(d, "cgroup.procs", str(pid))
 
     def open_join(self) -> CgroupJoin:
-        return open_join(sorted({mount + self.path for mount in self._mounts.values()}),
-                         self._unified)
+        return open_join(self._v1_dirs(), self._unified)
 
     def destroy(self) -> None:
         for d in self._dirs():

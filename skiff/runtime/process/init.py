@@ -123,7 +123,7 @@ def _fork_stage2(launch: Launch) -> tuple[int, bool]:
     # after taking the new pid namespace's pid 1, which leaves the namespace unusable.
     if join is not None and join.clone_fd is not None and not launch.userns:
         try:
-            return sc.fork_into_cgroup(join.clone_fd), True
+            return sc.clone_process(0, join.clone_fd), True
         except OSError as exc:
             if exc.errno not in (errno.ENOSYS, errno.EINVAL, errno.E2BIG):
                 # refused after the fork began: a new pid namespace would take no process now

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from skiff.runtime.cgroups import CgroupManager
+    from skiff.runtime.cgroups.join import CgroupJoin
 
 
 @record
@@ -138,12 +139,7 @@ def _spawn(launch: Launch, cg: CgroupManager, linux: dict[str, Any],
         msg = parent_ch.recv("pid")
         init_pid = int(msg["pid"])
         os.waitpid(pid1, 0)
-        if launch.cgroup_join is None:
-            cg.apply(init_pid)
-        elif launch.cgroup_join.clone_dir is not None and not msg.get("born_in_cgroup"):
-            from skiff.runtime.cgroups import fs
-
-            fs.write(launch.cgroup_join.clone_dir, "cgroup.procs", str(init_pid))
+        _place(cg, launch.cgroup_join, init_pid, bool(msg.get("born_in_cgroup")))
         parent_ch.send("cgroup")
         return init_pid, parent_ch
     except BaseException:
@@ -173,34 +169,42 @@ def _clone_stage2(launch: Launch, cg: CgroupManager, oom_score_adj: int | None
     launch.direct = True
     parent_ch, child_ch = Channel.pair()
     try:
-        try:
-            pid = sc.clone_process(launch.ns_flags,
-                                   join.clone_fd if join is not None else None)
-        except OSError:
-            launch.direct = False
-            parent_ch.close()
-            child_ch.close()
-            return None  # an old kernel or a seccomp'd clone3: stage 1 does it the long way
-        if pid == 0:
-            parent_ch.close()
-            stage2(launch, child_ch)
-    finally:
-        if join is not None and launch.direct:
-            join.close()  # the child has its own
+        pid = sc.clone_process(launch.ns_flags, join.clone_fd if join is not None else None)
+    except OSError:
+        launch.direct = False
+        parent_ch.close()
+        child_ch.close()
+        return None  # an old kernel or a seccomp'd clone3: stage 1 does it the long way
+    if pid == 0:
+        parent_ch.close()
+        stage2(launch, child_ch)
+    if join is not None:
+        join.close()  # the child has its own
     child_ch.close()
     try:
         if oom_score_adj is not None:
             from skiff.runtime.process.limits import set_oom_score_adj
 
             set_oom_score_adj(pid, oom_score_adj)
-        if join is None:
-            cg.apply(pid)
+        _place(cg, join, pid, born_in_cgroup=True)
         parent_ch.send("cgroup")
         return pid, parent_ch
     except BaseException:
         _kill_and_reap(pid)
         parent_ch.close()
         raise
+
+
+def _place(cg: CgroupManager, join: CgroupJoin | None, pid: int, born_in_cgroup: bool
+           ) -> None:
+    """The slow way, for what stage 2 could not do itself: with no join handles, every
+    hierarchy; else the v2 one, unless clone3 made it there."""
+    if join is None:
+        cg.apply(pid)
+    elif join.clone_dir is not None and not born_in_cgroup:
+        from skiff.runtime.cgroups import fs
+
+        fs.write(join.clone_dir, "cgroup.procs", str(pid))
 
 
 def create(store: Store, cid: str, bundle: str, opts: CreateOptions) -> State:
