@@ -154,3 +154,23 @@ def test_renaming_a_lower_directory_gives_a_complete_diff(tmp_path: Path, target
     assert sorted(os.listdir(replay)) == ["newdir"]
     assert (replay / "newdir/f").read_bytes() == b"content"
     sn.close()
+
+
+def test_is_mountpoint_sees_bind_mounts_of_the_same_filesystem(tmp_path: Path) -> None:
+    """A bind mount of a directory onto itself stays on the same filesystem (same st_dev):
+    only the mount ids tell it apart. Paths under it, files and missing paths are not."""
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "file").write_bytes(b"x")
+    assert not mnt.is_mountpoint(str(d))
+    mnt.mount_one(Mount(type="bind", source=str(d), options=["bind"]), str(d))
+    try:
+        assert mnt.is_mountpoint(str(d))
+        assert mnt.is_mountpoint(str(d) + "/")
+        assert not mnt.is_mountpoint(str(d / "sub"))
+        assert not mnt.is_mountpoint(str(d / "file"))
+    finally:
+        mnt.unmount(str(d))
+    assert not mnt.is_mountpoint(str(d))
+    assert not mnt.is_mountpoint(str(tmp_path / "missing"))
+    assert mnt.is_mountpoint("/")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,7 +63,9 @@ class Container:
     mount_points: list[dict[str, Any]] = field(default_factory=list)
 
     def to_row(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: every field is a JSON value already, and a row is serialised at once
+        # (asdict's deep copy was ~0.1 ms of every write).
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_row(cls, data: dict[str, Any]) -> Container:
