@@ -66,6 +66,7 @@ class Launch:
     in_cgroup: bool = False
     cgroup_join: CgroupJoin | None = None  # None: the parent moves stage 2 (the slow way)
     direct: bool = False  # made by the parent in its new namespaces: stage 2 joins the rest
+    bounding_dropped: bool = False  # before the wait for start (see _before_start)
 
 
 def preload(launch: Launch) -> None:
@@ -158,6 +159,7 @@ def stage2(launch: Launch, ch: Channel) -> NoReturn:
             os._exit(1)
         try:
             if launch.fifo_fd is not None:
+                _before_start(launch)
                 _wait_for_start(launch)
             _finalize_and_exec(launch, path, env)
         except BaseException as exc:
@@ -357,13 +359,30 @@ def _wait_for_start(launch: Launch) -> None:
         hooks.run(launch.spec, "startContainer", state)
 
 
+def _before_start(launch: Launch) -> None:
+    """What needs no start, done before waiting for it, as runc does (off the start's path):
+    the seccomp filter when it must be loaded with CAP_SYS_ADMIN (no no_new_privs), and the
+    bounding set. The user and the other capability sets change after the wait: the exec
+    fifo is reopened through /proc/self, which a process whose uid changed may not read."""
+    from skiff.runtime import capabilities
+
+    proc = launch.process
+    if launch.seccomp_filter is not None and not proc.get("noNewPrivileges"):
+        from skiff.runtime import seccomp
+
+        seccomp.load(launch.seccomp_filter)
+        launch.seccomp_filter = None  # loaded
+    capabilities.drop_bounding(proc.get("capabilities"))
+    launch.bounding_dropped = True
+
+
 def _finalize_and_exec(launch: Launch, path: str, env: list[str]) -> NoReturn:
     from skiff.runtime import capabilities
 
     proc = launch.process
     caps = proc.get("capabilities")
     nnp = bool(proc.get("noNewPrivileges"))
-    filt = launch.seccomp_filter
+    filt = launch.seccomp_filter  # None here if _before_start loaded it
     if filt is not None:
         from skiff.runtime import seccomp
 
@@ -373,7 +392,8 @@ def _finalize_and_exec(launch: Launch, path: str, env: list[str]) -> NoReturn:
             seccomp.load(filt)
     user = proc.get("user") or {}
     uid, gid = user.get("uid", 0), user.get("gid", 0)
-    capabilities.drop_bounding(caps)
+    if not launch.bounding_dropped:
+        capabilities.drop_bounding(caps)
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)
     try:
         os.setgroups(list(user.get("additionalGids") or []))
