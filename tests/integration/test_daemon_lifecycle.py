@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -291,6 +292,33 @@ def test_daemon_sigkill_brings_always_containers_back(skiffd: Skiffd) -> None:
     assert info["State"]["Pid"] != pid and info["RestartCount"] == 1
     assert state(skiffd, stopped)["State"]["Status"] == "exited"
     skiffd.docker("rm", "-f", always, stopped)
+
+
+def test_restart_removes_what_a_lost_record_left(skiffd: Skiffd) -> None:
+    """Container records are not power safe: a power loss may roll back the last seconds of
+    them, a create's too. A restart removes the writable layer and the files of a container
+    whose record is gone, and leaves the others alone."""
+    lost = skiffd.out("create", "--name", "lc-lost", IMAGE, "true").strip()
+    assert skiffd.out("start", "-a", lost) == ""  # it ran and exited: no shim is left
+    kept = skiffd.out("create", "--name", "lc-kept", IMAGE, "true").strip()
+    layers = skiffd.data / "snapshots" / "overlay" / "metadata.db"
+
+    def has_layer(cid: str) -> bool:
+        with sqlite3.connect(layers) as db:
+            return bool(db.execute("SELECT 1 FROM snapshots WHERE key = ?",
+                                   (f"container-{cid}",)).fetchall())
+
+    assert has_layer(lost) and (skiffd.data / "containers" / lost).is_dir()
+    assert skiffd.stop() == 0
+    with sqlite3.connect(skiffd.data / "containers.db") as db:
+        db.execute("DELETE FROM containers WHERE id = ?", (lost,))
+    skiffd.start()
+    assert not has_layer(lost)
+    assert not (skiffd.data / "containers" / lost).exists()
+    assert has_layer(kept) and (skiffd.data / "containers" / kept).is_dir()
+    assert skiffd.out("ps", "-aq", "--no-trunc").split() == [kept]
+    assert skiffd.out("start", "-a", kept) == ""
+    skiffd.docker("rm", kept)
 
 
 # --- healthchecks --------------------------------------------------------------------------

@@ -476,17 +476,30 @@ def test_bad_volume_names_are_refused(skiffd: Skiffd) -> None:
                   if p.is_dir()) == sorted(before)
 
 
-def test_create_failing_after_volumes_were_made_leaves_none_behind(skiffd: Skiffd,
-                                                                  host_dir: Path) -> None:
-    (host_dir / "f").write_text("a file\n")
+def test_create_failing_after_volumes_were_made_leaves_none_behind(skiffd: Skiffd) -> None:
     before_c, before_v = skiffd.out("ps", "-aq"), _volumes(skiffd)
-    # valid as input; the runtime cannot bind a file onto a directory
+    # the volume is made before the spec, whose device is refused
     status, body = skiffd.api("POST", "/containers/create", {
         "Image": IMAGE, "Cmd": ["true"], "Volumes": {"/anon": {}},
-        "HostConfig": {"Binds": [f"{host_dir}/f:/etc"]}})
-    assert status >= 400, body
-    assert "/etc" in body["message"]
+        "HostConfig": {"Devices": [{"PathOnHost": "/dev/skiff-none", "PathInContainer":
+                                    "/dev/x", "CgroupPermissions": "rwm"}]}})
+    assert status == 400, body
+    assert "/dev/skiff-none" in body["message"]
     assert skiffd.out("ps", "-aq") == before_c
+    assert _volumes(skiffd) == before_v
+
+
+def test_a_mount_the_runtime_refuses_fails_the_start(skiffd: Skiffd, host_dir: Path) -> None:
+    """As with Docker, whose runtime makes the container at start: valid input creates, the
+    runtime's refusal (a file onto a directory) fails the start, and rm -v leaves nothing."""
+    (host_dir / "f").write_text("a file\n")
+    before_v = _volumes(skiffd)
+    cid = skiffd.out("create", "-v", "/anon", "-v", f"{host_dir}/f:/etc", IMAGE,
+                     "true").strip()
+    res = skiffd.docker("start", cid, check=False)
+    assert res.returncode != 0 and b"/etc" in res.stderr, res.stderr
+    assert _volumes(skiffd) != before_v  # its anonymous volume, until it goes with it
+    skiffd.docker("rm", "-v", cid)
     assert _volumes(skiffd) == before_v
 
 

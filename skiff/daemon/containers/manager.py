@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 from skiff.core.images import chain_ids
-from skiff.core.snapshots import Snapshotter
+from skiff.core.snapshots import Kind, Snapshotter
 from skiff.daemon.containers import initlayer
 from skiff.daemon.containers.control import RuntimeControl
 from skiff.daemon.containers.filters import list_matcher, prune_matcher
@@ -79,6 +79,7 @@ Unpack = Callable[[Sequence[Any], Sequence[Any]], object]
 _DEFAULT_STOP_TIMEOUT = 10
 # skiff's extension: a container with this label is restarted when it turns unhealthy
 RESTART_ON_UNHEALTHY = "skiff.restart-on-unhealthy"
+CONTAINER_LABEL = "skiff.container"  # on a container's writable layer: whose it is
 
 
 class NotModified(SkiffError):
@@ -149,6 +150,8 @@ class ContainerManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._restarts: dict[str, asyncio.Task[None]] = {}  # waiting out a back-off
         self._backoffs: dict[str, Backoff] = {}
+        self._creating: dict[str, asyncio.Task[None]] = {}  # runtime side of a create, going on
+        self._early_attaches: dict[str, list[asyncio.Future[None]]] = {}
         self.probes = HealthProbes(runner, self._spawn, self._health_result, self._paused_now)
 
     # --- helpers -----------------------------------------------------------------------
@@ -169,6 +172,20 @@ class ContainerManager:
 
     def get(self, ref: str) -> Container:
         return self.store.find(ref)
+
+    async def get_settled(self, ref: str) -> Container:
+        """``get``, once the runtime side of its create (if going on) is done: the mount
+        points of its volumes, in its rootfs, are the runtime's to make."""
+        c = self.get(ref)
+        await self._created(c.id)
+        return c
+
+    async def _created(self, cid: str) -> None:
+        """Wait for the runtime side of ``cid``'s create, if it is going on (not for the
+        lock: whoever waits here may be what a lock holder waits for)."""
+        creating = self._creating.get(cid)
+        if creating is not None:
+            await asyncio.wait([creating])
 
     def log_path(self, c: Container) -> str:
         return self.runner.paths.log(c.id)
@@ -211,11 +228,50 @@ class ContainerManager:
     # --- create ------------------------------------------------------------------------
 
     async def create(self, body: Mapping[str, Any], name: str | None) -> Container:
-        # One trip to a worker thread for all of it: the steps are blocking (store, image
-        # lookup, snapshot, runtime create) and each extra hop costs every `run` latency.
+        # One trip to a worker thread for the checks, the record, the rootfs and the spec.
         c = await asyncio.to_thread(self._create, body, name)
+        # The runtime's side (the shim and the runtime's `create`: most of a create's time)
+        # goes on after the answer, under the container's lock, taken here before the client
+        # can send anything else: its attach, wait and start travel meanwhile, and whatever
+        # needs the runtime side waits for the lock. As with Docker, whose runtime creates
+        # the container at start, an error there is the start's to report.
+        lock = self._lock(c.id)
+        await lock.acquire()  # a new container's lock: free, so taken without yielding
+        self._creating[c.id] = self._spawn(self._create_runtime_side(c, lock))
         self._event(c, "create")
         return c
+
+    async def _create_runtime_side(self, c: Container, lock: asyncio.Lock) -> None:
+        try:
+            await asyncio.to_thread(self.runner.start_shim, c)
+        except SkiffError as exc:
+            # nothing of the runtime's is left (the shim undoes a failed create); the start
+            # finds no shim, makes it again and reports what went wrong
+            log.info("create container %s: %s (the start will report it)", c.id, exc)
+        finally:
+            self._creating.pop(c.id, None)
+            lock.release()
+
+    def early_attach(self, c: Container) -> asyncio.Future[None] | None:
+        """For an attach that must wait for the container's shim to be made (its create is
+        going on, or it exited and attach makes the shim again): a future to resolve once
+        the attach reached the shim (or gave up), which a start waits for. The client may
+        then be answered first and send its start meanwhile, as Docker's attach, which needs
+        no runtime, allows; a failure to make the shim is then the start's to report. None:
+        attach as usual, the shim first."""
+        if c.id not in self._creating and c.status in (CREATED, RUNNING):
+            return None
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._early_attaches.setdefault(c.id, []).append(fut)
+        return fut
+
+    async def _attaches_settled(self, cid: str) -> None:
+        """Wait for attaches answered before the shim was there: the process must not start
+        before they reach it, or its first output would be lost. (Not under the lock: such
+        an attach may need it to make the shim.)"""
+        pending = self._early_attaches.pop(cid, [])
+        if pending:
+            await asyncio.wait(pending, timeout=30)
 
     def _create(self, body: Mapping[str, Any], name: str | None) -> Container:
         """(thread) Check, record and prepare a new container; on failure nothing is left."""
@@ -265,8 +321,8 @@ class ContainerManager:
             self.unpack(img.manifest.layers, img.config.diff_ids)  # shares committed layers
             parent = chain_ids(img.config.diff_ids)[-1]
         parent = initlayer.make(self.snapshotter, parent)
-        self.snapshotter.prepare(c.snapshot_key, parent, {"skiff.container": c.id})
-        self.runner.materialise(c)
+        self.snapshotter.prepare(c.snapshot_key, parent, {CONTAINER_LABEL: c.id})
+        self.runner.prepare_bundle(c)
 
     def _discard(self, c: Container) -> None:
         """Undo a create that failed half way (quietly: the first error is the one to report)."""
@@ -286,6 +342,7 @@ class ContainerManager:
     async def start(self, ref: str) -> None:
         """``docker start``: a fresh start, so the restart count and back-off begin again."""
         c = self.get(ref)
+        await self._attaches_settled(c.id)
         async with self._lock(c.id):
             c = self.get(c.id)
             if c.status == RUNNING:
@@ -412,13 +469,14 @@ class ContainerManager:
             c.error = str(record["error"])
         # The process is gone: the record, the runtime's delete (cgroups, state) and the
         # rootfs' unmount touch nothing of each other's, and each is a few ms of a `run --rm`.
-        # It counts as running until the record is written: a wait meanwhile is answered by
-        # the waiters below, not by the record's old exit code.
+        # Removing, the writable layer (after the unmount) and the container's files (after
+        # the network's release, which reads records that go with them) go too, side by side.
+        take_down = ([asyncio.to_thread(self._remove_rootfs, c),
+                      asyncio.to_thread(self._remove_files, c)] if removing
+                     else [asyncio.to_thread(self.runner.teardown, c)])
         results = await asyncio.gather(
-            asyncio.to_thread(self.store.put, c),
-            asyncio.to_thread(self.runner.delete_shim, c, True),
-            asyncio.to_thread(self._take_down_files if removing else self.runner.teardown, c),
-            return_exceptions=True)
+            self._record_exit(c), asyncio.to_thread(self.runner.delete_shim, c, True),
+            *take_down, return_exceptions=True)
         self._running.discard(c.id)
         for result in results:
             if isinstance(result, SkiffError):
@@ -432,6 +490,15 @@ class ContainerManager:
         self._event(c, "die", exitCode=str(c.exit_code), execDuration=str(int(ran)))
         self._resolve(self._exit_waiters, c.id, c.exit_code)
         return cleaned
+
+    async def _record_exit(self, c: Container) -> None:
+        """Write the exit down; from then on it is not running for anybody. Not before: a
+        wait meanwhile would read the previous exit code. Not later, once the rest of the
+        clean-up is done: an rm right after an inspect that saw the exit would be refused."""
+        try:
+            await asyncio.to_thread(self.store.put, c)
+        finally:
+            self._running.discard(c.id)
 
     # --- restart policies --------------------------------------------------------------
 
@@ -745,6 +812,7 @@ class ContainerManager:
         """After ``c`` left the store: the lock and back-off go, and the waiters hear it."""
         self._locks.pop(c.id, None)
         self._backoffs.pop(c.id, None)
+        self._early_attaches.pop(c.id, None)
         self._event(c, "destroy")
         self._resolve(self._exit_waiters, c.id, c.exit_code)
         self._resolve(self._remove_waiters, c.id, c.exit_code)
@@ -755,11 +823,17 @@ class ContainerManager:
         self.store.delete(c.id)
 
     def _take_down_files(self, c: Container) -> None:
-        """Unmount the rootfs, then remove the writable layer and the container's files (in
-        that order: the network's release reads records that remove_files forgets)."""
-        self.runner.teardown(c)
+        """Unmount the rootfs, then remove the writable layer and the container's files."""
+        self._remove_rootfs(c)
+        self._remove_files(c)
+
+    def _remove_rootfs(self, c: Container) -> None:
+        self.runner.take_down_bundle(c)
         with contextlib.suppress(NotFound):
             self.snapshotter.remove(c.snapshot_key)
+
+    def _remove_files(self, c: Container) -> None:
+        self.runner.release_network(c)  # before remove_files: it reads what that forgets
         self.runner.remove_files(c)
 
     async def prune(self, filters: Mapping[str, Sequence[str]]) -> tuple[list[str], int]:
@@ -807,12 +881,15 @@ class ContainerManager:
         ``docker start -a`` (attach, then start) sees the whole run.
         """
         c = self.get(ref)
-        async with self._lock(c.id):
-            c = self.get(c.id)
-            if c.status not in (CREATED, RUNNING) and not await asyncio.to_thread(
-                    self._shim_alive, c):
-                await asyncio.to_thread(self.runner.teardown, c)
-                await asyncio.to_thread(self.runner.materialise, c)
+        if c.id in self._creating:
+            await self._created(c.id)  # a start waiting for this attach may hold the lock
+        else:
+            async with self._lock(c.id):
+                c = self.get(c.id)
+                if c.status not in (CREATED, RUNNING) and not await asyncio.to_thread(
+                        self._shim_alive, c):
+                    await asyncio.to_thread(self.runner.teardown, c)
+                    await asyncio.to_thread(self.runner.materialise, c)
         sock = await asyncio.to_thread(
             self.runner.shim(c.id).attach, stdin=stdin, stdout=stdout, stderr=stderr,
             logs=logs, stdin_once=bool(c.config.get("StdinOnce")), detach_keys=detach_keys)
@@ -846,6 +923,7 @@ class ContainerManager:
     async def restore(self) -> None:
         """Find the shims of containers recorded as created or running (live restore), and
         start again what the restart policies say should run."""
+        await asyncio.to_thread(self._collect_orphans)
         for c in self.store.all():
             if c.status not in (CREATED, RUNNING):
                 self._restore_stopped(c)
@@ -874,6 +952,27 @@ class ContainerManager:
                 hc = HealthConfig.parse(c.config.get("Healthcheck"))
                 if hc:
                     self.probes.watch(c.id, hc)
+
+    def _collect_orphans(self) -> None:
+        """Remove the writable layers and files of containers that have no record: a create
+        whose record a power loss rolled back (records are not power safe: ContainerStore)."""
+        records = self.store.all()
+        layers, ids = {c.snapshot_key for c in records}, {c.id for c in records}
+        for info in list(self.snapshotter.walk()):
+            if (info.kind is Kind.ACTIVE and info.labels.get(CONTAINER_LABEL)
+                    and info.key not in layers):
+                log.warning("removing the writable layer %s: no container has it", info.key)
+                try:
+                    self.snapshotter.remove(info.key)
+                except SkiffError as exc:
+                    log.error("remove orphan layer %s: %s", info.key, exc)
+        for cid in self.runner.recorded_ids():
+            if cid not in ids:
+                log.warning("removing the files of container %s: it has no record", cid)
+                try:
+                    self.runner.forget(cid)
+                except SkiffError as exc:
+                    log.error("remove the files of container %s: %s", cid, exc)
 
     def _restore_stopped(self, c: Container) -> None:
         """An exited container at boot: finish a restart that was waiting, or start it when

@@ -156,6 +156,16 @@ class Runner:
 
         On failure everything this call made is taken down again.
         """
+        self.prepare_bundle(c)
+        try:
+            self.start_shim(c)
+        except BaseException:
+            self.teardown(c)
+            raise
+
+    def prepare_bundle(self, c: Container) -> None:
+        """The daemon's side of a create: rootfs mounted, volumes and network set up, the
+        spec written. On failure everything this call made is taken down again."""
         bundle, rootfs = self.paths.bundle(c.id), self.paths.rootfs(c.id)
         try:
             os.makedirs(rootfs, exist_ok=True)
@@ -172,10 +182,14 @@ class Runner:
             spec = self._spec(c, rootfs, mounts, sandbox)
             with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as f:
                 f.write(json.dumps(spec))  # one write; json.dump writes piece by piece
-            self._start_shim(c, bundle)
         except BaseException:
             self.teardown(c)
             raise
+
+    def start_shim(self, c: Container) -> None:
+        """The runtime's side of a create, on a prepared bundle: the shim, which runs the
+        runtime's ``create``. On failure the bundle stays as it was."""
+        self._start_shim(c, self.paths.bundle(c.id))
 
     def _spec(self, c: Container, rootfs: str, mounts: Sequence[ResolvedMount] = (),
               sandbox: Sandbox | None = None) -> dict[str, Any]:
@@ -258,7 +272,12 @@ class Runner:
                        capture_output=True, check=False, timeout=60)
 
     def teardown(self, c: Container) -> None:
-        """Unmount the rootfs and remove the bundle (the snapshot itself stays)."""
+        """Unmount the rootfs, remove the bundle, release the network (the snapshot stays)."""
+        self.take_down_bundle(c)
+        self.release_network(c)
+
+    def take_down_bundle(self, c: Container) -> None:
+        """Detach the volumes, unmount the rootfs and remove the bundle."""
         rootfs = self.paths.rootfs(c.id)
         if self.volumes is not None:
             self.volumes.detach(c)
@@ -266,6 +285,8 @@ class Runner:
             if is_mountpoint(rootfs):
                 unmount_all(rootfs, detach=True)
         shutil.rmtree(self.paths.bundle(c.id), ignore_errors=True)
+
+    def release_network(self, c: Container) -> None:
         if self.network is not None:  # endpoints, ports, DNS, the netns file
             self.network.release(c)
 
@@ -274,6 +295,18 @@ class Runner:
         return exitfile.read(self.paths.shim(cid))
 
     def remove_files(self, c: Container) -> None:
-        if self.network is not None:  # and the container's network records
-            self.network.forget(c.id)
-        shutil.rmtree(self.paths.container_dir(c.id), ignore_errors=True)
+        self.forget(c.id)
+
+    def forget(self, cid: str) -> None:
+        """The container's directory (logs, etc files) and network records."""
+        if self.network is not None:
+            self.network.forget(cid)
+        shutil.rmtree(self.paths.container_dir(cid), ignore_errors=True)
+
+    def recorded_ids(self) -> list[str]:
+        """The containers that have a directory here (a record or not)."""
+        try:
+            names = os.listdir(os.path.join(self.paths.data_root, "containers"))
+        except FileNotFoundError:
+            return []
+        return [n for n in names if len(n) == 64 and all(c in "0123456789abcdef" for c in n)]

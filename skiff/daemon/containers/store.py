@@ -20,6 +20,10 @@ CREATE TABLE IF NOT EXISTS containers (
 
 
 class ContainerStore:
+    """Changes are not durable against power loss (see Database.tx): it stops every container
+    anyway, and restore reconciles what the records say with what is left. An fsync per
+    create, start, exit and removal would be ~1 ms of every `run --rm`, more on a busy disk."""
+
     def __init__(self, path: str) -> None:
         self.db = Database(path, _SCHEMA, "containers")
 
@@ -27,25 +31,25 @@ class ContainerStore:
         self.db.close()
 
     def add(self, c: Container) -> None:
-        with self.db.tx(f"create container {c.name}") as conn:
+        with self.db.tx(f"create container {c.name}", durable=False) as conn:
             _check_free(conn, c)
             conn.execute("INSERT INTO containers (id, name, data) VALUES (?, ?, ?)",
                          (c.id, c.name, json.dumps(c.to_row())))
 
     def put(self, c: Container) -> None:
-        with self.db.tx(f"update container {c.name}") as conn:
+        with self.db.tx(f"update container {c.name}", durable=False) as conn:
             conn.execute("UPDATE containers SET data = ? WHERE id = ?",
                          (json.dumps(c.to_row()), c.id))
 
     def rename(self, c: Container) -> None:
         """Store ``c`` under its new name, atomically refusing a name another one holds."""
-        with self.db.tx(f"rename container {c.id} to {c.name}") as conn:
+        with self.db.tx(f"rename container {c.id} to {c.name}", durable=False) as conn:
             _check_free(conn, c)
             conn.execute("UPDATE containers SET name = ?, data = ? WHERE id = ?",
                          (c.name, json.dumps(c.to_row()), c.id))
 
     def delete(self, cid: str) -> None:
-        with self.db.tx(f"delete container {cid}") as conn:
+        with self.db.tx(f"delete container {cid}", durable=False) as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (cid,))
 
     def all(self) -> list[Container]:

@@ -54,6 +54,7 @@ class ArchiveBackend(Protocol):
     mounts: ContainerMounts | None  # the container's volumes and binds, for cp
 
     def get(self, ref: str) -> Container: ...
+    async def get_settled(self, ref: str) -> Container: ...
 
     def is_running(self, cid: str) -> bool: ...
     def exclusive(self, cid: str) -> asyncio.Lock: ...
@@ -180,7 +181,7 @@ class ArchiveRouter:
     # --- archive -------------------------------------------------------------------------
 
     async def stat(self, request: web.Request) -> web.StreamResponse:
-        c = self.backend.get(request.match_info["id"])
+        c = await self.backend.get_settled(request.match_info["id"])
         path = self._path(request)
 
         def work() -> str:
@@ -192,7 +193,7 @@ class ArchiveRouter:
                                                  "Content-Type": "application/json"})
 
     async def get_archive(self, request: web.Request) -> web.StreamResponse:
-        c = self.backend.get(request.match_info["id"])
+        c = await self.backend.get_settled(request.match_info["id"])
         path = self._path(request)
 
         def work(out: BinaryIO, headers: dict[str, str]) -> None:
@@ -203,7 +204,7 @@ class ArchiveRouter:
         return await _stream(request, work, "application/x-tar")
 
     async def put_archive(self, request: web.Request) -> web.StreamResponse:
-        c = self.backend.get(request.match_info["id"])
+        c = await self.backend.get_settled(request.match_info["id"])
         path = self._path(request)
         check_copy_target(path, bool(c.host_config.get("ReadonlyRootfs")), cp_volumes(c), c.name)
         no_overwrite = qbool(request, "noOverwriteDirNonDir")
@@ -232,12 +233,12 @@ class ArchiveRouter:
     # --- changes / export ------------------------------------------------------------------
 
     async def changes(self, request: web.Request) -> web.StreamResponse:
-        c = self.backend.get(request.match_info["id"])
+        c = await self.backend.get_settled(request.match_info["id"])
         found = await asyncio.to_thread(container_changes, self.backend.snapshotter, c)
         return json_response(found)
 
     async def export(self, request: web.Request) -> web.StreamResponse:
-        c = self.backend.get(request.match_info["id"])
+        c = await self.backend.get_settled(request.match_info["id"])
         scratch = os.path.join(self.backend.runner.paths.exec_root, "cp")
 
         def work(out: BinaryIO, _headers: dict[str, str]) -> None:
@@ -252,7 +253,7 @@ class ArchiveRouter:
         ref = q.get("container")
         if not ref:
             raise InvalidArgument("container: required query parameter is missing")
-        c = self.backend.get(ref)
+        c = await self.backend.get_settled(ref)
         names: list[Reference] = []
         if q.get("repo"):
             tag = q.get("tag", "")

@@ -22,6 +22,7 @@ from skiff.daemon.http import (
     api_minor,
     json_body,
     json_response,
+    log,
     qbool,
     qfilters,
     qint,
@@ -29,7 +30,7 @@ from skiff.daemon.http import (
     route,
 )
 from skiff.daemon.networks.seam import NetworkView
-from skiff.errors import InvalidArgument
+from skiff.errors import InvalidArgument, SkiffError
 from skiff.shim.detach import DEFAULT_DETACH_KEYS, parse_detach_keys
 from skiff.shim.logs import LogEntry
 
@@ -60,6 +61,7 @@ class ContainersBackend(Protocol):
     def waiter(self, ref: str, condition: str) -> asyncio.Future[int]: ...
     async def attach(self, ref: str, *, stdin: bool, stdout: bool, stderr: bool, logs: bool,
                      detach_keys: bytes = b"") -> socket.socket: ...
+    def early_attach(self, c: Container) -> asyncio.Future[None] | None: ...
     def logs(self, c: Container, *, follow: bool, tail: int | None, since_ns: int | None,
              until_ns: int | None, stop: Callable[[], bool]) -> Iterator[LogEntry]: ...
     def log_path(self, c: Container) -> str: ...
@@ -218,12 +220,31 @@ class ContainersRouter:
             raise InvalidArgument("attach: stream or logs must be true")
         stdin = qbool(request, "stdin")
         keys = parse_detach_keys(request.query.get("detachKeys") or DEFAULT_DETACH_KEYS)
-        sock = await self.backend.attach(
-            c.id, stdin=stdin, stdout=qbool(request, "stdout"), stderr=qbool(request, "stderr"),
-            logs=qbool(request, "logs"), detach_keys=keys)
-        try:
-            content_type = RAW_STREAM if c.tty or api_minor(request) < 42 else MULTIPLEXED_STREAM
+        content_type = RAW_STREAM if c.tty or api_minor(request) < 42 else MULTIPLEXED_STREAM
+
+        async def reach_shim() -> socket.socket:
+            return await self.backend.attach(
+                c.id, stdin=stdin, stdout=qbool(request, "stdout"),
+                stderr=qbool(request, "stderr"), logs=qbool(request, "logs"), detach_keys=keys)
+
+        early = self.backend.early_attach(c)
+        if early is None:  # errors answer the request: the shim is reached before the 101
+            sock = await reach_shim()
             resp, inbound = await hijack(request, content_type)
+        else:
+            # Its shim is still to be made: answer now, so that the client's next requests
+            # travel meanwhile; a start waits for this attach to reach the shim.
+            try:
+                resp, inbound = await hijack(request, content_type)
+                try:
+                    sock = await reach_shim()
+                except SkiffError as exc:  # past the 101, the stream's end says it
+                    log.warning("attach to container %s: %s", c.id, exc)
+                    return resp
+            finally:
+                if not early.done():
+                    early.set_result(None)
+        try:
             await pipe(resp, inbound, sock)
         finally:
             sock.close()

@@ -11,8 +11,8 @@ from aiohttp import web
 
 from skiff.daemon.containers.record import Container
 from skiff.daemon.containers.stats import with_previous
-from skiff.daemon.http import json_response, qbool, route
-from skiff.errors import InvalidArgument
+from skiff.daemon.http import json_response, log, qbool, route
+from skiff.errors import InvalidArgument, SkiffError
 
 _INTERVAL = 1.0  # seconds between samples, as dockerd
 
@@ -58,7 +58,13 @@ class StatsRouter:
         previous: dict[str, Any] | None = None
         with contextlib.suppress(ConnectionResetError):
             while True:
-                previous = await self._sample(c, previous)
+                try:
+                    previous = await self._sample(c, previous)
+                except SkiffError as exc:
+                    # removed meanwhile (its spec or cgroup gone): past the headers, the
+                    # stream's end says it, as Docker's does
+                    log.debug("stats of container %s: %s", c.id, exc)
+                    break
                 await resp.write(json.dumps(previous).encode() + b"\n")
                 if not self.backend.is_running(c.id):
                     break  # one sample of zeros and the stream ends

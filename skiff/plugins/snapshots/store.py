@@ -84,8 +84,13 @@ class SnapshotStore:
     def close(self) -> None:
         self._db.close()
 
-    def _txn(self, what: str) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return self._db.tx(what)
+    def _txn(self, what: str, *, durable: bool = True
+             ) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        # Only committed snapshots (image layers, commits) must outlive a power loss: the
+        # active and view ones (containers' writable layers, unpacks in progress) are the
+        # working state of things that power loss ends, and a container's create and removal
+        # would otherwise wait for the disk twice (see Database.tx).
+        return self._db.tx(what, durable=durable)
 
     def dir_of(self, snapshot_id: int) -> str:
         return os.path.join(self.dirs, str(snapshot_id))
@@ -137,7 +142,7 @@ class SnapshotStore:
         try:
             parent_row = self._parent_row(key, parent)
             build(tmp, parent_row)
-            with self._txn(f"create snapshot {key!r}") as db:
+            with self._txn(f"create snapshot {key!r}", durable=kind is Kind.COMMITTED) as db:
                 if db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
                     raise Conflict(f"snapshot {key!r} already exists")
                 if parent is not None:
@@ -185,14 +190,17 @@ class SnapshotStore:
                        (name, Kind.COMMITTED.value, json.dumps(merged, sort_keys=True), row.id))
 
     def remove(self, key: str) -> None:
-        with self._txn(f"remove snapshot {key!r}") as db:
-            row = self.get(key)
-            children = [str(r[0]) for r in db.execute(
-                "SELECT key FROM snapshots WHERE parent_id = ? LIMIT 3", (row.id,))]
-            if children:
-                raise Conflict(f"remove snapshot {key!r}: it is the parent of "
-                               f"{', '.join(repr(c) for c in children)}")
-            db.execute("DELETE FROM snapshots WHERE id = ?", (row.id,))
+        with self._lock:  # the kind seen here is the one removed
+            found = self.find(key)
+            durable = found is None or found.kind is Kind.COMMITTED
+            with self._txn(f"remove snapshot {key!r}", durable=durable) as db:
+                row = self.get(key)
+                children = [str(r[0]) for r in db.execute(
+                    "SELECT key FROM snapshots WHERE parent_id = ? LIMIT 3", (row.id,))]
+                if children:
+                    raise Conflict(f"remove snapshot {key!r}: it is the parent of "
+                                   f"{', '.join(repr(c) for c in children)}")
+                db.execute("DELETE FROM snapshots WHERE id = ?", (row.id,))
         self._remove_dir(self.dir_of(row.id))
 
     def _remove_dir(self, path: str) -> None:
