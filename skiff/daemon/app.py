@@ -174,6 +174,7 @@ def build_app(config: DaemonConfig, engine: Engine) -> web.Application:
                                  return_exceptions=True)
         # else containers keep running under their shims (live restore): only our side stops
         await engine.manager.shutdown()
+        await asyncio.to_thread(engine.manager.runner.remove_cgroup_parent)
         if engine.networks is not None:
             await asyncio.to_thread(engine.networks.shutdown)
         engine.events.close()

@@ -18,7 +18,18 @@ from skiff.devtools.images import (
 )
 from skiff.plugins.content.local import LocalContentStore
 from skiff.plugins.metadata.sqlite import SqliteMetadata
+from skiff.runtime.cgroups import remove_if_empty
+from skiff.runtime.cgroups.paths import DEFAULT_PARENT
 from tests.integration.support import HELPERS, PASSWORD, USER, RuntimeDriver
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_cgroup_parent() -> Iterator[None]:
+    """skiff-runtime, like runc, leaves the parent of its containers' cgroups (``/skiff``)
+    in place, and skiffd removes it when it stops: the runtime's tests leave it empty, and
+    the session takes it away (rmdir only succeeds on an empty one)."""
+    yield
+    remove_if_empty(DEFAULT_PARENT)
 
 
 @pytest.fixture

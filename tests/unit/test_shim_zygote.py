@@ -162,22 +162,33 @@ def test_a_spare_child_waits_for_each_request_and_dies_with_the_zygote(
         assert z.start_shim(["--nope"])[0] == 2  # taken by the first spare
         [zpid] = _zygote_pids(sock)
         # the spare that answered has exited; a new one waits for the next request
-        assert _wait_for(lambda: len(_children(zpid)) == 1)
-        [spare] = _children(zpid)
+        spare = _the_spare(zpid)
         assert z.start_shim(["--nope"])[0] == 2
         assert _wait_for(lambda: _one_other(zpid, spare))
         # a spare killed while idle is replaced
-        [spare] = _children(zpid)
+        spare = _the_spare(zpid)
         os.kill(spare, signal.SIGKILL)
         assert _wait_for(lambda: _one_other(zpid, spare))
         assert z.start_shim(["--nope"])[0] == 2
         # the zygote killed outright: its idle spare must not live on holding the socket
-        assert _wait_for(lambda: len(_children(zpid)) == 1)
-        [spare] = _children(zpid)
+        spare = _the_spare(zpid)
         os.kill(zpid, signal.SIGKILL)
         assert _wait_for(lambda: _gone(spare))
     finally:
         z.close()
+
+
+def _the_spare(zygote: int) -> int:
+    """The zygote's only child, once it has only one: a shim that just answered is its
+    child (or zombie) for a moment after its reply."""
+    found: list[int] = []
+
+    def one() -> bool:
+        found[:] = _children(zygote)
+        return len(found) == 1
+
+    assert _wait_for(one), found
+    return found[0]
 
 
 def _one_other(zygote: int, old: int) -> bool:

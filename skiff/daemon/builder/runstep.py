@@ -14,7 +14,6 @@ bridge for builds, and no network beyond the host would be reachable anyway.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import json
 import os
 import shutil
@@ -25,7 +24,6 @@ from typing import Any
 
 from skiff.daemon.hostfacts import default_seccomp_profile, kernel_version
 from skiff.errors import SystemFailure, os_error
-from skiff.runtime.cgroups import remove_if_empty
 from skiff.services.spec import SpecInputs, build_spec, resolve_user
 
 
@@ -112,9 +110,6 @@ def run_step(step: RunStep, bundle: str, runtime: RuntimeCommand,
     finally:
         if proc.stdout is not None:
             proc.stdout.close()
-        # the shared parent cgroup goes with the last container in it, as for containers
-        with contextlib.suppress(OSError, SystemFailure):
-            remove_if_empty(SpecInputs.cgroup_parent)
 
 
 def remove_bundle(bundle: str) -> None:

@@ -19,9 +19,7 @@ from skiff.runtime.cgroups import (
     detect_mode,
     new_manager,
     parse_resources,
-    remove_if_empty,
 )
-from skiff.runtime.cgroups.paths import DEFAULT_PARENT
 from skiff.runtime.process.channel import Channel
 from skiff.runtime.process.init import O_PATH, Launch, preload, stage1, stage2
 from skiff.runtime.records import record
@@ -354,17 +352,9 @@ def _destroy_cgroup(cg: CgroupManager) -> None:
             cg.destroy()
     except (OSError, SystemFailure):
         return
-    _remove_empty_parent(cg)
-
-
-def _remove_empty_parent(cg: CgroupManager) -> None:
-    """Remove our default parent cgroup (``/skiff``) once its last container is gone.
-
-    rmdir of a cgroup that still has children fails with EBUSY, so this never touches another
-    container; a create racing with it retries (see create()).
-    """
-    if os.path.dirname(cg.path) == DEFAULT_PARENT:
-        remove_if_empty(DEFAULT_PARENT)
+    # The parent (``/skiff`` by default) stays, as runc leaves it: made and removed around
+    # every container, it cost ~20 cgroup mkdirs and rmdirs per `run --rm` on cgroup v1.
+    # Whoever owns it removes it (skiffd, when it stops: see the daemon's shutdown).
 
 
 def manager(st: State) -> CgroupManager:
