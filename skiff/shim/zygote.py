@@ -201,6 +201,8 @@ def _starter(conn: socket.socket, listener: socket.socket) -> None:
 def _reply(conn: socket.socket, code: int, message: str) -> None:
     try:
         conn.sendall(json.dumps({"code": code, "message": message}).encode() + b"\n")
+    except OSError:
+        pass  # the daemon went away meanwhile: a shim serves on, and a restarted one finds it
     finally:
         conn.close()  # the shim must not hold the daemon's end
 

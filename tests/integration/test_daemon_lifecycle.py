@@ -7,6 +7,7 @@ that nothing (containers, mounts, shims, cgroups) is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -292,6 +293,24 @@ def test_daemon_sigkill_brings_always_containers_back(skiffd: Skiffd) -> None:
     assert info["State"]["Pid"] != pid and info["RestartCount"] == 1
     assert state(skiffd, stopped)["State"]["Status"] == "exited"
     skiffd.docker("rm", "-f", always, stopped)
+
+
+def test_a_created_container_whose_shim_is_gone_starts_attached(skiffd: Skiffd) -> None:
+    """A container created before the daemon went down, whose shim died meanwhile (or the
+    machine restarted), keeps its record: `start -a` makes the shim and the runtime's
+    container again, deleting what the lost shim left of the old one first."""
+    cid = skiffd.out("create", "--name", "lc-reborn", IMAGE, "echo", "again").strip()
+    until(lambda: bool(list(skiffd.run.glob(f"runtime/*/{cid}/state.json"))), 10,
+          "the runtime's side of the create")
+    assert skiffd.stop(signal.SIGKILL) == -signal.SIGKILL
+    for pid in skiffd.shim_pids():  # the shim and the container's waiting init
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    until(lambda: not skiffd.shim_pids(), 5, "the shim to go")
+    assert list(skiffd.run.glob(f"runtime/*/{cid}/state.json"))  # the runtime's, left
+    skiffd.start()
+    assert skiffd.out("start", "-a", cid) == "again\n"
+    skiffd.docker("rm", cid)
 
 
 def test_restart_removes_what_a_lost_record_left(skiffd: Skiffd) -> None:

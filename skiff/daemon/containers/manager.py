@@ -253,13 +253,13 @@ class ContainerManager:
             lock.release()
 
     def early_attach(self, c: Container) -> asyncio.Future[None] | None:
-        """For an attach that must wait for the container's shim to be made (its create is
-        going on, or it exited and attach makes the shim again): a future to resolve once
-        the attach reached the shim (or gave up), which a start waits for. The client may
-        then be answered first and send its start meanwhile, as Docker's attach, which needs
-        no runtime, allows; a failure to make the shim is then the start's to report. None:
+        """For an attach to a container that is not running (its shim may be still being
+        made, or have to be made again): a future to resolve once the attach reached the
+        shim (or gave up), which a start waits for. The client may then be answered first
+        and send its start meanwhile, as Docker's attach, which needs no runtime, allows; a
+        failure to make the shim is then the start's to report. None for a running one:
         attach as usual, the shim first."""
-        if c.id not in self._creating and c.status in (CREATED, RUNNING):
+        if c.status == RUNNING:
             return None
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._early_attaches.setdefault(c.id, []).append(fut)
@@ -399,9 +399,15 @@ class ContainerManager:
             return self.runner.shim(c.id).start()
         except Unavailable:  # nobody listens: a container that exited, or a lost shim
             pass
+        self._make_again(c)
+        return self.runner.shim(c.id).start()
+
+    def _make_again(self, c: Container) -> None:
+        """(thread) The shim and the runtime's container, made anew for a container whose
+        shim is gone: what a lost shim left of the runtime's container goes first."""
+        self.runner.delete_shim(c, force=True)
         self.runner.teardown(c)
         self.runner.materialise(c)
-        return self.runner.shim(c.id).start()
 
     def _shim_alive(self, c: Container) -> bool:
         try:
@@ -886,10 +892,10 @@ class ContainerManager:
         else:
             async with self._lock(c.id):
                 c = self.get(c.id)
-                if c.status not in (CREATED, RUNNING) and not await asyncio.to_thread(
-                        self._shim_alive, c):
-                    await asyncio.to_thread(self.runner.teardown, c)
-                    await asyncio.to_thread(self.runner.materialise, c)
+                # exited, or created before the daemon (or the machine) restarted: its shim
+                # is made again
+                if c.status != RUNNING and not await asyncio.to_thread(self._shim_alive, c):
+                    await asyncio.to_thread(self._make_again, c)
         sock = await asyncio.to_thread(
             self.runner.shim(c.id).attach, stdin=stdin, stdout=stdout, stderr=stderr,
             logs=logs, stdin_once=bool(c.config.get("StdinOnce")), detach_keys=detach_keys)
