@@ -181,8 +181,7 @@ class ContainerManager:
         return c
 
     async def _created(self, cid: str) -> None:
-        """Wait for the runtime side of ``cid``'s create, if it is going on (not for the
-        lock: whoever waits here may be what a lock holder waits for)."""
+        """Wait for the runtime side of ``cid``'s create, if it is going on."""
         creating = self._creating.get(cid)
         if creating is not None:
             await asyncio.wait([creating])
@@ -888,7 +887,7 @@ class ContainerManager:
         """
         c = self.get(ref)
         if c.id in self._creating:
-            await self._created(c.id)  # a start waiting for this attach may hold the lock
+            await self._created(c.id)  # it makes the shim: nothing to check after it
         else:
             async with self._lock(c.id):
                 c = self.get(c.id)

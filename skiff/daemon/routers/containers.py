@@ -228,12 +228,16 @@ class ContainersRouter:
                 stderr=qbool(request, "stderr"), logs=qbool(request, "logs"), detach_keys=keys)
 
         early = self.backend.early_attach(c)
-        if early is None:  # errors answer the request: the shim is reached before the 101
+        if early is None:  # running: errors answer the request, the shim is reached first
             sock = await reach_shim()
-            resp, inbound = await hijack(request, content_type)
+            try:
+                resp, inbound = await hijack(request, content_type)
+            except BaseException:
+                sock.close()
+                raise
         else:
-            # Its shim is still to be made: answer now, so that the client's next requests
-            # travel meanwhile; a start waits for this attach to reach the shim.
+            # Not running (its shim may be still or again to be made): answer now, so that
+            # the client's next requests travel meanwhile; a start waits for this attach.
             try:
                 resp, inbound = await hijack(request, content_type)
                 try:
