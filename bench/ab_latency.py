@@ -8,9 +8,9 @@ benchmark sessions differ by more than that.
     git worktree add /tmp/base main
     .venv/bin/python bench/ab_latency.py /tmp/base . [-n 40] [--cli docker|skiff]
 
-A tree is put first on PYTHONPATH, and the daemons run from a scratch directory: with
-`python -m`, the current directory comes before PYTHONPATH on sys.path, so a daemon started
-from inside a checkout would run that checkout's code whatever PYTHONPATH says. Both trees
+A tree is put first on PYTHONPATH, and each daemon runs from its own directory (see
+skiff.devtools.daemon.SkiffdProcess: with `python -m` the current directory comes before
+PYTHONPATH, so a daemon started inside a checkout would run that checkout's code). Both trees
 are compiled first (under PYTHONDONTWRITEBYTECODE an edited module would be compiled again by
 every shim). The zygote and shims inherit the daemon's environment.
 """
@@ -21,11 +21,11 @@ import argparse
 import compileall
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from run_latency import Runner, _env, _run, measure  # this directory is on sys.path
 
 from skiff.devtools.busybox import make_rootfs
 from skiff.devtools.daemon import SkiffdProcess
@@ -49,39 +49,23 @@ def main() -> None:
         compileall.compile_dir(os.path.join(tree, "skiff"), quiet=1)
     cli, skiff = docker_cli(), str(Path(sys.executable).parent / "skiff")
     scratch = Path(tempfile.mkdtemp(prefix="skab", dir="/tmp"))
-    os.chdir(scratch)  # see above: not inside a checkout
     tar = scratch / "busybox.tar"
     tar.write_bytes(tar_tree(make_rootfs(scratch / "rootfs")))
-    daemons: dict[str, SkiffdProcess] = {}
-    saved = os.environ.get("PYTHONPATH")
+    # each daemon runs from its own directory (see SkiffdProcess): PYTHONPATH decides
+    daemons = {name: SkiffdProcess(scratch / name, env={"PYTHONPATH": tree})
+               for name, tree in trees.items()}
     try:
-        for name, tree in trees.items():
-            os.environ["PYTHONPATH"] = tree
-            (scratch / name).mkdir()
-            daemons[name] = SkiffdProcess(scratch / name)
-            daemons[name].start()
-        if saved is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = saved
         for d in daemons.values():
-            subprocess.run([cli, "import", str(tar), "busybox:latest"], check=True,
-                           capture_output=True, env={**os.environ, "DOCKER_HOST": d.host})
-        times: dict[str, list[float]] = {name: [] for name in daemons}
-        warmup = 3
-        for i in range(args.n + warmup):
-            for name, d in daemons.items():
-                argv = ([cli] if args.cli == "docker" else [skiff, "-H", d.host]) + [
-                    "run", "--rm", "--network", "none", "busybox:latest", "true"]
-                time.sleep(args.gap)
-                t0 = time.perf_counter()
-                res = subprocess.run(argv, capture_output=True, check=False,
-                                     env={**os.environ, "DOCKER_HOST": d.host})
-                took = time.perf_counter() - t0
-                if res.returncode != 0:
-                    sys.exit(f"{name}: {' '.join(argv)}: {res.stderr.decode()[-400:]}")
-                if i >= warmup:
-                    times[name].append(took)
+            d.start()
+            _run([cli, "import", str(tar), "busybox:latest"], env=_env(d.host))
+
+        def runner(d: SkiffdProcess) -> Runner:
+            head = [cli] if args.cli == "docker" else [skiff, "-H", d.host]
+            argv = [*head, "run", "--rm", "--network", "none", "busybox:latest", "true"]
+            return lambda: _run(argv, env=_env(d.host))
+
+        times = measure({name: runner(d) for name, d in daemons.items()}, args.n,
+                        warmup=3, gap=args.gap)
     finally:
         for d in daemons.values():
             d.stop()

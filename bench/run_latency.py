@@ -88,22 +88,8 @@ def slow_skiffd(wanted: bool) -> Iterator[SkiffdProcess | None]:
     if not wanted:
         yield None
         return
-    saved = {k: os.environ.get(k) for k in _SLOW_ENV}
-    os.environ.update(_SLOW_ENV)
-    try:
-        with private_skiffd() as sk:
-            for k, v in saved.items():  # only the daemon (started by now) keeps them
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            yield sk
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with private_skiffd(env=_SLOW_ENV) as sk:
+        yield sk
 
 
 _SLOW_ENV = {"SKIFF_SHIM_ZYGOTE": "0", "SKIFF_SHIM_EXEC_RUNTIME": "1"}

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from skiff import devtools
 from skiff.devtools.busybox import make_rootfs
 from skiff.devtools.daemon import SkiffdProcess
 from skiff.devtools.images import docker_cli, tar_tree
@@ -98,20 +99,15 @@ def main() -> None:
         sys.exit("needs root and tracefs at /sys/kernel/tracing")
     compile_package()
     cli = docker_cli()
-    marks = Path(__file__).resolve().parent.parent / "skiff" / "devtools" / "tracemarks"
+    marks = Path(devtools.__file__).parent / "tracemarks"
     scratch = Path(tempfile.mkdtemp(prefix="sktl", dir="/tmp"))
-    os.chdir(scratch)
     tar = scratch / "busybox.tar"
     tar.write_bytes(tar_tree(make_rootfs(scratch / "rootfs")))
-    env_before = dict(os.environ)
-    os.environ.update(PYTHONPATH=str(marks), SKIFF_TRACE_TARGETS=TARGETS)
-    daemon = SkiffdProcess(scratch / "d")
-    (scratch / "d").mkdir()
+    daemon = SkiffdProcess(scratch / "d", env={"PYTHONPATH": str(marks),
+                                               "SKIFF_TRACE_TARGETS": TARGETS})
     runs: list[dict[str, float]] = []
     try:
         daemon.start()
-        os.environ.clear()
-        os.environ.update(env_before)
         env = {**os.environ, "DOCKER_HOST": daemon.host}
         subprocess.run([cli, "import", str(tar), "busybox:latest"], env=env, check=True,
                        capture_output=True)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 
@@ -41,8 +41,15 @@ def ping(sock: Path) -> bool:
 
 
 class SkiffdProcess:
-    def __init__(self, base: Path, *flags: str) -> None:
+    """One skiffd with its own socket and roots. ``env`` adds to (or, with None values,
+    removes from) the environment it and its zygote, shims and runtime get. It runs from
+    ``base``: with ``python -m`` the current directory comes first on sys.path, so a daemon
+    started inside a checkout would run that checkout's code whatever PYTHONPATH says."""
+
+    def __init__(self, base: Path, *flags: str,
+                 env: Mapping[str, str | None] | None = None) -> None:
         self.base = base
+        self.env = dict(env or {})
         self.sock = base / "s.sock"
         self.data = base / "data"
         self.run = base / "run"
@@ -55,12 +62,15 @@ class SkiffdProcess:
         return f"unix://{self.sock}"
 
     def start(self, timeout: float = 30) -> None:
+        env = {**os.environ, **self.env}
+        self.base.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "skiff.daemon.main", "-H", self.host, "--data-root",
                  str(self.data), "--exec-root", str(self.run), "--registry-allow",
                  "127.0.0.0/8", "--registry-allow", "localhost", *self.flags],
-                stdout=log, stderr=log, start_new_session=True)
+                stdout=log, stderr=log, start_new_session=True, cwd=self.base,
+                env={k: v for k, v in env.items() if v is not None})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -88,11 +98,12 @@ def _mounts_under(base: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def private_skiffd(*flags: str, parent: str = "/tmp") -> Iterator[SkiffdProcess]:
+def private_skiffd(*flags: str, parent: str = "/tmp",
+                   env: Mapping[str, str | None] | None = None) -> Iterator[SkiffdProcess]:
     """A running skiffd under a new short directory; stopped and cleaned up on exit (the
     caller removes its containers first)."""
     base = Path(tempfile.mkdtemp(prefix="skb", dir=parent))
-    d = SkiffdProcess(base, *flags)
+    d = SkiffdProcess(base, *flags, env=env)
     try:
         d.start()
         yield d

@@ -50,27 +50,29 @@ class Database:
         file corrupt; the next durable commit makes it durable as well (the log is
         sequential). For state that a power loss leaves stale anyway.
         """
-        with self.lock:
-            if not durable:
-                self._synchronous("NORMAL")
+        with self.lock, contextlib.nullcontext() if durable else self._not_synced():
             try:
-                try:
-                    self.conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.Error as exc:
-                    raise SystemFailure(f"{op}: begin transaction on {self.path}: {exc}"
-                                        ) from exc
-                try:
-                    yield self.conn
-                    self.conn.execute("COMMIT")
-                except BaseException as exc:
-                    with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have ended it
-                        self.conn.execute("ROLLBACK")
-                    if isinstance(exc, sqlite3.Error):
-                        raise SystemFailure(f"{op}: {self.what} {self.path}: {exc}") from exc
-                    raise
-            finally:
-                if not durable:
-                    self._synchronous("FULL")
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise SystemFailure(f"{op}: begin transaction on {self.path}: {exc}") from exc
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have ended it
+                    self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise SystemFailure(f"{op}: {self.what} {self.path}: {exc}") from exc
+                raise
+
+    @contextlib.contextmanager
+    def _not_synced(self) -> Iterator[None]:
+        """Commits meanwhile do not wait for the disk (lock held)."""
+        self._synchronous("NORMAL")
+        try:
+            yield
+        finally:
+            self._synchronous("FULL")
 
     def _synchronous(self, level: str) -> None:
         try:

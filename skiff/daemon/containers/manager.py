@@ -331,7 +331,7 @@ class ContainerManager:
             self.runner.teardown(c)
         with contextlib.suppress(SkiffError, OSError):
             self.snapshotter.remove(c.snapshot_key)
-        self.runner.remove_files(c)
+        self.runner.remove_files(c.id)
         self.store.delete(c.id)
         if self.mounts is not None:  # the anonymous volumes made for it go with it
             self.mounts.remove_anonymous(c)
@@ -839,7 +839,7 @@ class ContainerManager:
 
     def _remove_files(self, c: Container) -> None:
         self.runner.release_network(c)  # before remove_files: it reads what that forgets
-        self.runner.remove_files(c)
+        self.runner.remove_files(c.id)
 
     async def prune(self, filters: Mapping[str, Sequence[str]]) -> tuple[list[str], int]:
         """``docker container prune``: every stopped container the filters select;
@@ -975,7 +975,7 @@ class ContainerManager:
             if cid not in ids:
                 log.warning("removing the files of container %s: it has no record", cid)
                 try:
-                    self.runner.forget(cid)
+                    self.runner.remove_files(cid)
                 except SkiffError as exc:
                     log.error("remove the files of container %s: %s", cid, exc)
 

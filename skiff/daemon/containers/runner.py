@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from skiff.core.reference import is_full_id
 from skiff.core.snapshots import Snapshotter
 from skiff.daemon.config import DEFAULT_RUNTIME, RuntimeSpec
 from skiff.daemon.containers.record import Container
@@ -300,10 +301,7 @@ class Runner:
         """The shim's exit.json, for a container that exited while the daemon was away."""
         return exitfile.read(self.paths.shim(cid))
 
-    def remove_files(self, c: Container) -> None:
-        self.forget(c.id)
-
-    def forget(self, cid: str) -> None:
+    def remove_files(self, cid: str) -> None:
         """The container's directory (logs, etc files) and network records."""
         if self.network is not None:
             self.network.forget(cid)
@@ -315,4 +313,4 @@ class Runner:
             names = os.listdir(os.path.join(self.paths.data_root, "containers"))
         except FileNotFoundError:
             return []
-        return [n for n in names if len(n) == 64 and all(c in "0123456789abcdef" for c in n)]
+        return [n for n in names if is_full_id(n)]

@@ -190,7 +190,7 @@ def _mount_id(path: str) -> int:
                     return int(line.split()[1])
     finally:
         os.close(fd)
-    raise OSError(errno.ENOTSUP, f"no mnt_id in the fdinfo of {path}")
+    raise SystemFailure(f"mount id of {path}: no mnt_id in its fdinfo (a kernel before 3.15?)")
 
 
 def is_mountpoint(path: str) -> bool:

@@ -66,7 +66,6 @@ class Launch:
     in_cgroup: bool = False
     cgroup_join: CgroupJoin | None = None  # None: the parent moves stage 2 (the slow way)
     direct: bool = False  # made by the parent in its new namespaces: stage 2 joins the rest
-    bounding_dropped: bool = False  # before the wait for start (see _before_start)
 
 
 def preload(launch: Launch) -> None:
@@ -158,8 +157,8 @@ def stage2(launch: Launch, ch: Channel) -> NoReturn:
             _report(ch, exc)
             os._exit(1)
         try:
+            _before_start(launch)
             if launch.fifo_fd is not None:
-                _before_start(launch)
                 _wait_for_start(launch)
             _finalize_and_exec(launch, path, env)
         except BaseException as exc:
@@ -361,9 +360,10 @@ def _wait_for_start(launch: Launch) -> None:
 
 def _before_start(launch: Launch) -> None:
     """What needs no start, done before waiting for it, as runc does (off the start's path):
-    the seccomp filter when it must be loaded with CAP_SYS_ADMIN (no no_new_privs), and the
-    bounding set. The user and the other capability sets change after the wait: the exec
-    fifo is reopened through /proc/self, which a process whose uid changed may not read."""
+    the seccomp filter when it must be loaded with CAP_SYS_ADMIN (no no_new_privs; it then
+    also covers setuid/capset later, which every profile allows), and the bounding set. The
+    user and the other capability sets change after the wait: the exec fifo is reopened
+    through /proc/self, which a process whose uid changed may not read."""
     from skiff.runtime import capabilities
 
     proc = launch.process
@@ -371,9 +371,7 @@ def _before_start(launch: Launch) -> None:
         from skiff.runtime import seccomp
 
         seccomp.load(launch.seccomp_filter)
-        launch.seccomp_filter = None  # loaded
     capabilities.drop_bounding(proc.get("capabilities"))
-    launch.bounding_dropped = True
 
 
 def _finalize_and_exec(launch: Launch, path: str, env: list[str]) -> NoReturn:
@@ -382,18 +380,9 @@ def _finalize_and_exec(launch: Launch, path: str, env: list[str]) -> NoReturn:
     proc = launch.process
     caps = proc.get("capabilities")
     nnp = bool(proc.get("noNewPrivileges"))
-    filt = launch.seccomp_filter  # None here if _before_start loaded it
-    if filt is not None:
-        from skiff.runtime import seccomp
-
-        if not nnp:
-            # Without no_new_privs the filter needs CAP_SYS_ADMIN to load: do it while we still
-            # have it. The filter then also covers setuid/capset below, which every profile allows.
-            seccomp.load(filt)
+    filt = launch.seccomp_filter  # without no_new_privs, _before_start loaded it
     user = proc.get("user") or {}
     uid, gid = user.get("uid", 0), user.get("gid", 0)
-    if not launch.bounding_dropped:
-        capabilities.drop_bounding(caps)
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)
     try:
         os.setgroups(list(user.get("additionalGids") or []))
